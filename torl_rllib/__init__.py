@@ -1,0 +1,1 @@
+"""ToRL on Ray RLlib."""

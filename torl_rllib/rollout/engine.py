@@ -1,0 +1,86 @@
+"""The rollout-engine interface: token ids in; sampled token ids, their log-probabilities and a
+finish reason out.
+
+Every engine (HF ``generate``-style on CPU/GPU, vLLM on GPU) honours the same contract, which
+the tool loop and the tests rely on:
+
+* ``token_ids`` are exactly the sampled ids. When a stop string ends a segment, the ids include
+  the token(s) that completed it and nothing after; nothing is decoded and re-encoded.
+* ``logprobs[i]`` is ``log softmax(logits / temperature)[token_ids[i]]`` under the weights that
+  sampled it, *before* top-p/top-k truncation. That is exactly what the learner recomputes, so
+  with top_p=1 and top_k=0 (ToRL's settings) rollout and learner agree to float precision.
+* ``finish_reason``: ``"stop"`` (a stop string), ``"eos"`` (an end-of-sequence token, included in
+  ``token_ids``), ``"length"`` (``max_new_tokens`` reached).
+* ``generate`` is a coroutine: many trajectories await it concurrently and the engine batches
+  them; one trajectory waiting for its tool call never holds the others back.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+__all__ = ["SamplingParams", "GenerationOutput", "RolloutEngine", "FinishReason"]
+
+FinishReason = Literal["stop", "eos", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings of one generation request."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k (HF's own default of 50 is never applied)
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+
+
+@dataclass
+class GenerationOutput:
+    """One generated segment."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+
+    def __post_init__(self):
+        if len(self.token_ids) != len(self.logprobs):
+            raise ValueError("token_ids and logprobs must have the same length")
+
+
+class RolloutEngine(abc.ABC):
+    """Generates continuations of token-id prompts; holds a copy of the policy weights."""
+
+    @abc.abstractmethod
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationOutput:
+        """Sample one continuation of ``prompt_ids``. Concurrent calls are batched by the engine."""
+
+    @abc.abstractmethod
+    def load_weights(self, state_dict: Mapping[str, "object"]) -> None:
+        """Replace the policy weights (HF parameter names, torch tensors)."""
+
+    def generate_batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[GenerationOutput]:
+        """Synchronous convenience: generate one continuation per prompt."""
+
+        async def _all():
+            return await asyncio.gather(*(self.generate(p, params) for p in prompts))
+
+        return asyncio.run(_all())
+
+    def shutdown(self) -> None:
+        """Release the engine's resources."""
