@@ -1,0 +1,51 @@
+"""Settings of MLflow run tracking (the ``tracking:`` section of a recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TrackingConfig", "DEFAULT_PLOT_METRICS"]
+
+# The curves of the ToRL paper's training-dynamics figure, under the trainer's metric names.
+DEFAULT_PLOT_METRICS = (
+    "accuracy",
+    "code_ratio",
+    "response_length/model_tokens",
+    "tool_calls_per_response",
+)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where and what to track; ``enabled=False`` turns every tracker call into a no-op."""
+
+    enabled: bool = True
+    # None: ``sqlite:///<output_dir or cwd>/mlflow.db``. Any MLflow URI works (sqlite:, file:, http:).
+    tracking_uri: str | None = None
+    experiment: str = "torl-rllib"
+    # None: the recipe's name.
+    run_name: str | None = None
+    # Log a table of sample trajectories every N steps (0: never).
+    trajectories_every: int = 10
+    # Log PNG plots of ``plot_metrics`` against step when the run finishes.
+    plots: bool = True
+    plot_metrics: tuple[str, ...] = DEFAULT_PLOT_METRICS
+    # Bounds on one HTTP call to a tracking server, so a server that is down costs a step
+    # milliseconds (refused) or at most this timeout (unreachable) instead of MLflow's default
+    # of 7 retries with exponential backoff (about 4 minutes). No retries by default: the
+    # tracker retries on its next call anyway, and urllib3 warns on every retry. Applied only
+    # where the MLFLOW_HTTP_REQUEST_* environment variables are not set.
+    http_timeout_s: int = 10
+    http_max_retries: int = 0
+
+    def __post_init__(self):
+        if not self.experiment:
+            raise ValueError("experiment must be a non-empty name")
+        if self.trajectories_every < 0:
+            raise ValueError(f"trajectories_every must be >= 0 (0 = never), got {self.trajectories_every}")
+        if self.http_timeout_s < 1:
+            raise ValueError(f"http_timeout_s must be >= 1, got {self.http_timeout_s}")
+        if self.http_max_retries < 0:
+            raise ValueError(f"http_max_retries must be >= 0, got {self.http_max_retries}")
+        # YAML gives lists; keep the config hashable and immutable.
+        object.__setattr__(self, "plot_metrics", tuple(self.plot_metrics))

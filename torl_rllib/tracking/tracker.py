@@ -1,0 +1,237 @@
+"""``MlflowTracker``: one MLflow run per training, fed by the trainer once per step.
+
+Every public method is safe to call from the training loop: a tracking failure (server down,
+disk full, permission denied, bad URI) is reported once as a warning, that call becomes a
+no-op, and the next call tries again. The tracker talks to MLflow only through its own
+``MlflowClient`` (never the global ``mlflow`` run state), so trackers do not interfere.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from torl_rllib.tracking.config import TrackingConfig
+from torl_rllib.tracking.metrics import MetricHistory, to_metrics
+from torl_rllib.tracking.names import sanitize_key, truncate
+from torl_rllib.tracking.params import flatten_params, library_versions, to_params
+from torl_rllib.tracking.plots import dynamics_figure, metric_figure
+from torl_rllib.tracking.store import prepare_store, resolve_tracking_uri
+
+__all__ = ["MlflowTracker"]
+
+logger = logging.getLogger(__name__)
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limits on one log_batch call
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_TAG_VALUE_LENGTH = 8000
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _cell(value: Any) -> Any:
+    """A table cell the MLflow UI shows as-is: scalars stay, the rest becomes JSON text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return {column: [_cell(row.get(column)) for row in rows] for column in columns}
+
+
+def _tracked(method):
+    """Run ``method`` only while tracking is active; on failure report it and return None."""
+
+    @functools.wraps(method)
+    def guarded(self: MlflowTracker, *args, **kwargs):
+        if not self.active:
+            return None
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop training
+            self._report_failure(method.__name__, exc)
+            return None
+        self._report_recovery()
+        return result
+
+    return guarded
+
+
+class MlflowTracker:
+    """One MLflow run: params, per-step metrics, trajectory tables, plots and artifacts."""
+
+    def __init__(self, cfg: TrackingConfig, run_name: str, output_dir: Path | None = None):
+        self.cfg = cfg
+        self.run_name = cfg.run_name or run_name
+        self.tracking_uri = resolve_tracking_uri(cfg.tracking_uri, output_dir)
+        self.run_id: str | None = None
+        self.history = MetricHistory()
+        self._client: MlflowClient | None = None
+        self._pending_params: list[Param] = []
+        self._failing = False
+        self._finished = False
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.enabled and not self._finished
+
+    # -- the run ------------------------------------------------------------------------------
+
+    @_tracked
+    def start(self, params: Mapping[str, Any] | None = None) -> str:
+        """Create the run and log ``params`` (a nested config, flattened to dotted keys) plus
+        library versions. Returns the run id."""
+        self._pending_params = to_params({**flatten_params(params or {}), **library_versions()})
+        self._ensure_run()
+        return self.run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Log the plots (when enabled) and end the run as FINISHED, FAILED or KILLED. Later
+        calls to the tracker do nothing."""
+        self.log_plots()
+        self._terminate(status)
+        self._finished = True
+
+    @_tracked
+    def _terminate(self, status: str) -> None:
+        self._ensure_run().set_terminated(self.run_id, status=status)
+
+    def _ensure_run(self) -> MlflowClient:
+        """The client of a run that exists (``self.run_id``), creating the run first if no
+        earlier call could, and sending params still pending."""
+        if self.run_id is None:
+            artifact_location = prepare_store(self.tracking_uri, self.cfg)
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            run = client.create_run(self._experiment_id(client, artifact_location), run_name=self.run_name)
+            self._client, self.run_id = client, run.info.run_id
+            logger.info("MLflow run %r (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
+        while self._pending_params:
+            batch = self._pending_params[:MAX_PARAMS_TAGS_PER_BATCH]
+            self._client.log_batch(self.run_id, params=batch, synchronous=True)
+            del self._pending_params[: len(batch)]
+        return self._client
+
+    def _experiment_id(self, client: MlflowClient, artifact_location: str | None) -> str:
+        experiment = client.get_experiment_by_name(self.cfg.experiment)
+        if experiment is None:
+            try:
+                return client.create_experiment(self.cfg.experiment, artifact_location=artifact_location)
+            except MlflowException:
+                # Another process may have created it since; if not, re-raise.
+                experiment = client.get_experiment_by_name(self.cfg.experiment)
+                if experiment is None:
+                    raise
+        return experiment.experiment_id
+
+    # -- per step -----------------------------------------------------------------------------
+
+    @_tracked
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Log one step's metrics in one ``log_batch`` call (more only beyond MLflow's 1000 per
+        batch). Non-numeric and non-finite values are dropped; names are sanitized."""
+        entities = to_metrics(step, metrics, timestamp_ms=int(time.time() * 1000))
+        self.history.add(entities)
+        client = self._ensure_run()
+        for batch in _chunks(entities, MAX_METRICS_PER_BATCH):
+            client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def wants_trajectories(self, step: int) -> bool:
+        """Whether ``step`` is one whose sample trajectories should be logged."""
+        every = self.cfg.trajectories_every
+        return self.active and every > 0 and step % every == 0
+
+    @_tracked
+    def log_trajectories(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Log sample trajectories (prompt, response with tool calls and outputs, answer, gold,
+        reward, ...) as the MLflow table ``trajectories/step_NNNNNN.json``."""
+        self._ensure_run().log_table(
+            self.run_id, data=_table(rows), artifact_file=f"trajectories/step_{step:06d}.json"
+        )
+
+    # -- artifacts and tags -------------------------------------------------------------------
+
+    @_tracked
+    def log_plots(self) -> list[str]:
+        """Log PNGs of the configured metrics against step, one per metric plus all of them
+        side by side (``plots/training_dynamics.png``). Metrics never logged are skipped.
+        Returns the artifact paths."""
+        if not self.cfg.plots:
+            return []
+        series = {}
+        for name in self.cfg.plot_metrics:
+            key = sanitize_key(name)
+            points = self.history.series(key) if key else []
+            if points:
+                series[key] = points
+            else:
+                logger.debug("no values of %r to plot", name)
+        if not series:
+            return []
+        client = self._ensure_run()
+        figures = {f"plots/{key.replace('/', '_')}.png": metric_figure(key, points) for key, points in series.items()}
+        figures["plots/training_dynamics.png"] = dynamics_figure(series)
+        for artifact_file, figure in figures.items():
+            client.log_figure(self.run_id, figure, artifact_file)
+        return list(figures)
+
+    @_tracked
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a local file or directory into the run's artifacts."""
+        self._ensure_run().log_artifact(self.run_id, str(path), artifact_path)
+
+    @_tracked
+    def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        """Log a dict as a JSON or YAML artifact (chosen by ``artifact_file``'s extension)."""
+        self._ensure_run().log_dict(self.run_id, dict(dictionary), artifact_file)
+
+    @_tracked
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Log a string as a text artifact."""
+        self._ensure_run().log_text(self.run_id, text, artifact_file)
+
+    @_tracked
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set run tags (keys sanitized, values cut to MLflow's length limit)."""
+        entities = [
+            RunTag(key, truncate(str(value), MAX_TAG_VALUE_LENGTH))
+            for name, value in tags.items()
+            if (key := sanitize_key(name)) is not None
+        ]
+        client = self._ensure_run()
+        for batch in _chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(self.run_id, tags=batch, synchronous=True)
+
+    # -- failure reporting --------------------------------------------------------------------
+
+    def _report_failure(self, operation: str, exc: Exception) -> None:
+        if self._failing:
+            logger.debug("MLflow %s failed again: %s: %s", operation, type(exc).__name__, exc)
+            return
+        self._failing = True
+        logger.warning(
+            "MLflow tracking failed in %s (%s: %s); training continues, tracking retries on "
+            "the next call and stays quiet until it works again",
+            operation,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _report_recovery(self) -> None:
+        if self._failing:
+            self._failing = False
+            logger.warning("MLflow tracking works again (run %s)", self.run_id)
