@@ -36,6 +36,9 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 disables top-k (HF's own default of 50 is never applied)
     stop: tuple[str, ...] = ()
+    # Per-request seed. Engines sample each request from its own random stream derived from it,
+    # so a request's tokens do not depend on which other requests share its batch.
+    seed: int | None = None
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -62,7 +65,11 @@ class GenerationOutput:
 
 
 class RolloutEngine(abc.ABC):
-    """Generates continuations of token-id prompts; holds a copy of the policy weights."""
+    """Generates continuations of token-id prompts with the current policy weights."""
+
+    #: False when the engine generates with the RLModule's own torch model (weight updates to
+    #: the module are seen directly); True when it keeps a copy that ``load_weights`` replaces.
+    holds_own_weights: bool = True
 
     @abc.abstractmethod
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationOutput:
