@@ -12,6 +12,8 @@ from typing import Callable, Protocol
 
 __all__ = ["PromptTemplate", "register_template", "render_prompt", "template_names"]
 
+PLACEHOLDER = "{problem}"
+
 
 class PromptTemplate(Protocol):
     def __call__(self, problem: str, tokenizer=None) -> str: ...
@@ -20,14 +22,14 @@ class PromptTemplate(Protocol):
 TIR_BASE_0309 = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
     "User: Please integrate natural language reasoning with programs to solve the problem above, "
-    "and put your final answer within \\boxed{{}}.\n"
+    "and put your final answer within \\boxed{}.\n"
     "{problem}\n"
     "Assistant:"
 )
 
 NO_TOOL_BASE = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
-    "User: Please reason step by step, and put your final answer within \\boxed{{}}.\n"
+    "User: Please reason step by step, and put your final answer within \\boxed{}.\n"
     "{problem}\n"
     "Assistant:"
 )
@@ -39,8 +41,9 @@ CHAT_INSTRUCTION = (
 
 
 def _format_template(text: str) -> PromptTemplate:
+    # A plain substitution, not str.format: templates contain LaTeX braces such as \boxed{}.
     def render(problem: str, tokenizer=None) -> str:
-        return text.format(problem=problem)
+        return text.replace(PLACEHOLDER, problem)
 
     return render
 
@@ -62,12 +65,21 @@ _TEMPLATES: dict[str, PromptTemplate] = {
 }
 
 
-def register_template(name: str, template: str | Callable[..., str]) -> None:
-    """Register a template: a format string with ``{problem}`` or a callable ``(problem, tokenizer)``."""
+def register_template(name: str, template: str | Callable[..., str], overwrite: bool = False) -> None:
+    """Register a template: text with a ``{problem}`` placeholder or a callable ``(problem, tokenizer)``.
+
+    Other braces in the text are literal (``\\boxed{}`` needs no escaping).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"template name must be a non-empty string, got {name!r}")
+    if name in _TEMPLATES and not overwrite:
+        raise ValueError(f"prompt template {name!r} already exists; pass overwrite=True to replace it")
     if isinstance(template, str):
-        if "{problem}" not in template:
-            raise ValueError(f"template {name!r} must contain the placeholder {{problem}}")
+        if PLACEHOLDER not in template:
+            raise ValueError(f"template {name!r} must contain the placeholder {PLACEHOLDER}")
         template = _format_template(template)
+    elif not callable(template):
+        raise TypeError(f"template {name!r} must be a string or a callable, got {type(template).__name__}")
     _TEMPLATES[name] = template
 
 
