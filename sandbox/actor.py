@@ -1,0 +1,105 @@
+"""`SandboxPool`: the Ray actor that owns one node's warm jails."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sandbox.config import SandboxConfig
+from sandbox.errors import SandboxStartError
+from sandbox.pool import WarmJailPool
+from sandbox.result import ExecutionResult
+
+
+class SandboxPool:
+    """Ray actor body: one per node and config (named, pinned to its node), owning a WarmJailPool.
+
+    Get handles with `SandboxPool.for_current_node(config)` (from the driver or from inside
+    another actor) or `SandboxPool.for_all_nodes(config)`. A threaded actor: each call runs in
+    one of `actor_max_concurrency` threads and blocks until its snippets are done; further
+    calls wait in Ray's queue, which is the backpressure when every jail is busy.
+
+    The actor asks Ray for `actor_num_cpus` (default 0) CPUs: its jails are its own processes,
+    and reserving CPUs for it would starve the EnvRunners and Learners of a small cluster
+    (on 2 CPUs: a silent scheduling deadlock). It is owned by whoever creates it first, so let
+    the driver create the pools (`for_all_nodes`) before the actors that use them.
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self._pool = WarmJailPool(config, cpus=config.actor_num_cpus or None)
+
+    def execute_batch(self, codes: list[str]) -> list[ExecutionResult]:
+        return self._pool.execute_batch(codes)
+
+    def execute(self, code: str, session: str | None = None) -> ExecutionResult:
+        return self._pool.execute(code, session)
+
+    def open_session(self) -> str:
+        return self._pool.open_session()
+
+    def close_session(self, session: str) -> None:
+        self._pool.close_session(session)
+
+    def metrics(self) -> dict[str, Any]:
+        import ray
+
+        return {**self._pool.metrics(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def shutdown(self) -> None:
+        """Stop the jails and end the actor."""
+        import ray
+
+        self._pool.close()
+        ray.actor.exit_actor()
+
+    @staticmethod
+    def actor_name(config: SandboxConfig, node_id: str) -> str:
+        return f"sandbox-pool-{node_id[:16]}-{config.fingerprint()}"
+
+    @classmethod
+    def for_node(cls, config: SandboxConfig, node_id: str, *, wait: bool = True):
+        """Handle of the pool on `node_id` for `config`, creating it if needed.
+
+        With `wait`, blocks until its jails are up and raises SandboxStartError if they cannot
+        start (the message names the cause and the fix).
+        """
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        handle = _actor_class().options(
+            name=cls.actor_name(config, node_id),
+            namespace=config.ray_namespace,
+            get_if_exists=True,
+            num_cpus=config.actor_num_cpus,
+            max_concurrency=config.actor_max_concurrency,
+            max_restarts=config.actor_max_restarts,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        ).remote(config)
+        if wait:
+            try:
+                ray.get(handle.metrics.remote())
+            except ray.exceptions.RayActorError as exc:
+                raise SandboxStartError(f"the sandbox pool on node {node_id} did not start: {exc}") from exc
+        return handle
+
+    @classmethod
+    def for_current_node(cls, config: SandboxConfig, *, wait: bool = True):
+        """Handle of this node's pool (works in the driver and inside any Ray actor or task)."""
+        import ray
+
+        return cls.for_node(config, ray.get_runtime_context().get_node_id(), wait=wait)
+
+    @classmethod
+    def for_all_nodes(cls, config: SandboxConfig, *, wait: bool = True) -> dict[str, Any]:
+        """Create (or find) the pool of every alive node: {node_id: handle}."""
+        import ray
+
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        return {node: cls.for_node(config, node, wait=wait) for node in nodes}
+
+
+@functools.cache
+def _actor_class():
+    import ray
+
+    return ray.remote(SandboxPool)

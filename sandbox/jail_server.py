@@ -1,0 +1,518 @@
+"""PID 1 of a warm jail: imports numpy and sympy once, then runs each snippet in a forked child.
+
+This file runs under the sandbox runtime's Python and uses the standard library only. The host
+starts it as `python -I -c <this source> <json config>`; requests and replies are length-prefixed
+JSON frames on fds 0 and 1. The host imports this module too, for `encode_frame`/`HEADER`, so
+both ends share one definition of the protocol.
+
+Per snippet: a forked child with fresh globals, reseeded RNGs, its own session, no access to the
+control pipes, RLIMIT_CPU/AS/FSIZE, stdout and stderr capped (head and tail kept), a wall-clock
+deadline. Afterwards every other process in the jail is killed and the scratch dirs are wiped.
+
+Sessions (optional): a holder process keeps a globals dict; each turn forks the holder, and the
+turn's process becomes the new holder when it finishes. A turn that is killed (deadline, CPU
+limit, crash) leaves the previous holder in place, so the session rolls back to before it.
+"""
+
+import builtins
+import gc
+import importlib
+import json
+import os
+import random
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import traceback
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 << 20
+CHUNK = 1 << 16
+DRAIN_S = 1.0  # after the snippet is gone, how long leftover output may take to arrive
+SESSION_SLACK_S = 1.0  # a session turn's holder enforces the deadline; the server waits this much longer
+
+
+def encode_frame(obj):
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    return HEADER.pack(len(data)) + data
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd):
+    head = _read_exact(fd, HEADER.size)
+    if head is None:
+        return None
+    (size,) = HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes")
+    body = _read_exact(fd, size)
+    return None if body is None else json.loads(body)
+
+
+class Capture:
+    """Keeps the first and last bytes of a stream once it passes `limit`, and counts every byte."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.half = limit // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data):
+        self.total += len(data)
+        room = self.limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            del self.tail[: -self.half]
+
+    def render(self):
+        """(text, truncated): all of it, or head + marker + tail when over the limit."""
+        if self.total <= self.limit:
+            return self.head.decode("utf-8", "replace"), False
+        keep = self.limit - self.half
+        tail = (bytes(self.head[keep:]) + bytes(self.tail))[-self.half:]
+        marker = f"\n...[{self.total - keep - len(tail)} bytes truncated]...\n".encode()
+        return (bytes(self.head[:keep]) + marker + tail).decode("utf-8", "replace"), True
+
+
+# --- inside a forked child -------------------------------------------------------------------
+
+
+def _isolate(cfg, stdout_fd, stderr_fd, keep=()):
+    """Detach a freshly forked child: own session, only fds 0-2 (+ keep), limits, scratch cwd."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    # Closes the control pipes (a snippet must not read requests or forge replies), the
+    # other sessions' sockets and every pipe that belongs to the server.
+    last = 2
+    for fd in sorted(set(keep)):
+        os.closerange(last + 1, fd)
+        last = fd
+    os.closerange(last + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(cfg["scratch"][0])
+    mem = cfg["memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    fsize = cfg["file_size_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    _reseed_rngs()
+
+
+def _reseed_rngs():
+    """Forked children inherit the server's RNG state: without this every snippet draws the same numbers."""
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+
+
+def _limit_cpu(cfg):
+    cpu = cfg["cpu_time_s"]
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL a second later
+
+
+def _open_streams():
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    return sys.stdout, sys.stderr
+
+
+def _fresh_globals():
+    return {"__name__": "__main__", "__doc__": None, "__builtins__": builtins}
+
+
+def _exit_code(exc):
+    """The interpreter's exit status for an uncaught SystemExit."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_snippet(code, env):
+    """Run `code` like `python -c` would, in globals `env`; returns the status dict."""
+    streams = _open_streams()
+    sys.argv = ["-c"]
+    status = {"exit_code": 0, "memory_exceeded": False}
+    try:
+        exec(compile(code, "<string>", "exec"), env)
+    except SystemExit as exc:
+        status["exit_code"] = _exit_code(exc)
+    except BaseException as exc:
+        status["exit_code"] = 1
+        status["memory_exceeded"] = isinstance(exc, MemoryError)
+        try:
+            # tb_next skips this frame, so the traceback reads like `python -c`'s.
+            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+            traceback.print_exception(type(exc), exc, tb)
+        except BaseException:
+            pass
+    for stream in (sys.stdout, sys.stderr, *streams):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    return status
+
+
+def _stateless_child(cfg, code, out_w, err_w, status_w):
+    _isolate(cfg, out_w, err_w, keep=(status_w,))
+    _limit_cpu(cfg)
+    status = run_snippet(code, _fresh_globals())
+    write_all(status_w, json.dumps(status).encode())
+    os._exit(status["exit_code"])
+
+
+def _hold_session(cfg, sock):
+    """Session holder loop. Each turn forks; the turn's process becomes the next holder."""
+    env = _fresh_globals()
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 16, 4)
+        if not msg:
+            os._exit(0)  # the server closed the session
+        code_fd, out_w, err_w, status_w = fds
+        code = os.pread(code_fd, os.fstat(code_fd).st_size, 0).decode()
+        os.close(code_fd)
+        commit_r, commit_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the turn
+            os.close(commit_r)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.close(out_w)
+            os.close(err_w)
+            _limit_cpu(cfg)
+            status = run_snippet(code, env)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 1)  # release the output pipes: the server is waiting for their EOF
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            write_all(status_w, json.dumps(status).encode())
+            os.close(status_w)
+            try:
+                os.write(commit_w, b"c")
+            except OSError:
+                pass
+            os.close(commit_w)
+            continue  # this process now holds the session
+        for fd in (commit_w, out_w, err_w):
+            os.close(fd)
+        ready, _, _ = select.select([commit_r], [], [], cfg["timeout_s"])
+        committed = bool(ready) and os.read(commit_r, 1) == b"c"
+        os.close(commit_r)
+        if committed:
+            os.close(status_w)
+            os._exit(0)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        _, wstatus, usage = os.wait4(pid, 0)
+        sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
+        status = {
+            "exit_code": None if sig else os.WEXITSTATUS(wstatus),
+            "signal": sig,
+            "timed_out": not ready or sig == signal.SIGXCPU,
+            "cpu_time_s": usage.ru_utime + usage.ru_stime,
+            "rolled_back": True,
+        }
+        write_all(status_w, json.dumps(status).encode())
+        os.close(status_w)
+
+
+# --- the server (PID 1) ----------------------------------------------------------------------
+
+
+def _force_remove(path):
+    """Delete a snippet's file or tree, even one it made unreadable (never following symlinks)."""
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+            return
+        os.chmod(path, 0o700)
+        for root, dirs, _ in os.walk(path):
+            for name in dirs:
+                sub = os.path.join(root, name)
+                if not os.path.islink(sub):
+                    os.chmod(sub, 0o700)
+        shutil.rmtree(path)
+    except OSError as exc:
+        print(f"jail_server: cannot remove {path}: {exc}", file=sys.stderr)
+
+
+class Server:
+    """Serves exec/session requests; one at a time, in the order they arrive."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.pid1 = os.getpid() == 1
+        self.sessions = {}
+
+    def handle(self, req):
+        op = req.get("op")
+        if op == "exec":
+            return self.execute(req["code"])
+        if op == "open":
+            return self.open_session(req["session"])
+        if op == "run":
+            return self.run_in_session(req["session"], req["code"])
+        if op == "close":
+            sock = self.sessions.pop(req["session"], None)
+            if sock is not None:
+                sock.close()
+            self._reap()
+            return {"closed": sock is not None}
+        return {"error": f"unknown op {op!r}"}
+
+    # stateless ---------------------------------------------------------------------------
+
+    def execute(self, code):
+        start = time.monotonic()
+        (out_r, out_w), (err_r, err_w), (st_r, st_w) = os.pipe(), os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _stateless_child(self.cfg, code, out_w, err_w, st_w)
+            finally:
+                os._exit(70)
+        for fd in (out_w, err_w, st_w):
+            os.close(fd)
+        out, err, status = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
+        sinks = {out_r: out.feed, err_r: err.feed, st_r: status.extend}
+        poller = select.poll()
+        for fd in sinks:
+            poller.register(fd, select.POLLIN)
+        pidfd = os.pidfd_open(pid)
+        poller.register(pidfd, select.POLLIN)
+        finished = _pump(poller, sinks, start + self.cfg["timeout_s"], pidfd)
+        if not finished:
+            poller.unregister(pidfd)
+            os.kill(pid, signal.SIGKILL)
+        _, wstatus, usage = os.wait4(pid, 0)
+        os.close(pidfd)
+        self._kill_leftovers(pid)
+        _pump(poller, sinks, time.monotonic() + DRAIN_S)
+        _close_all(sinks)
+        for path in self.cfg["scratch"]:
+            for entry in os.scandir(path):
+                _force_remove(entry.path)
+        sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
+        cpu = usage.ru_utime + usage.ru_stime
+        reply = _parse_status(status)
+        reply.update(
+            exit_code=None if sig else os.WEXITSTATUS(wstatus),
+            signal=sig,
+            # SIGXCPU at the soft CPU limit; SIGKILL at the hard one if the snippet ignored SIGXCPU.
+            timed_out=not finished or sig == signal.SIGXCPU
+            or (sig == signal.SIGKILL and cpu >= self.cfg["cpu_time_s"]),
+            cpu_time_s=cpu,
+        )
+        return _with_output(reply, out, err)
+
+    def _kill_leftovers(self, pgid):
+        if self.pid1 and not self.sessions:
+            # PID 1 of a pid namespace: kill(-1) reaches every other process in the jail
+            # (background jobs, fork bombs, orphans reparented to us). Repeat until none is left.
+            while True:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    return
+        # Outside a jail (unsafe backend) kill(-1) would hit the host: only the snippet's group.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._reap()
+
+    def _reap(self):
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    return
+            except ChildProcessError:
+                return
+
+    # sessions ----------------------------------------------------------------------------
+
+    def open_session(self, sid):
+        if sid in self.sessions:
+            return {"error": f"session {sid} already open"}
+        if len(self.sessions) >= self.cfg["max_sessions"]:
+            return {"error": "no session capacity left in this jail"}
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                _isolate(self.cfg, devnull, devnull, keep=(theirs.fileno(),))
+                _hold_session(self.cfg, theirs)
+            finally:
+                os._exit(70)
+        theirs.close()
+        self.sessions[sid] = ours
+        return {"opened": True}
+
+    def run_in_session(self, sid, code):
+        start = time.monotonic()
+        sock = self.sessions.get(sid)
+        if sock is None:
+            return {"error": f"unknown or lost session {sid}"}
+        code_fd = os.memfd_create("snippet")
+        write_all(code_fd, code.encode())
+        (out_r, out_w), (err_r, err_w), (st_r, st_w) = os.pipe(), os.pipe(), os.pipe()
+        try:
+            socket.send_fds(sock, [b"r"], [code_fd, out_w, err_w, st_w])
+            lost = False
+        except OSError:
+            lost = True
+        for fd in (code_fd, out_w, err_w, st_w):
+            os.close(fd)
+        out, err, status = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
+        sinks = {out_r: out.feed, err_r: err.feed, st_r: status.extend}
+        poller = select.poll()
+        for fd in sinks:
+            poller.register(fd, select.POLLIN)
+        finished = not lost and _pump(poller, sinks, start + self.cfg["timeout_s"] + SESSION_SLACK_S)
+        _close_all(sinks)
+        self._reap()
+        reply = _parse_status(status)
+        if lost or not finished or "exit_code" not in reply:
+            self.sessions.pop(sid).close()
+            reply = {"error": f"session {sid} lost (its holder died or hung)", "timed_out": not finished}
+        return _with_output(reply, out, err)
+
+
+def _pump(poller, sinks, deadline, pidfd=None):
+    """Feed pipe data to `sinks` until `pidfd` fires (or, without one, every pipe hits EOF).
+
+    Returns False when the deadline passes first.
+    """
+    while sinks or pidfd is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        for fd, _ in poller.poll(remaining * 1000):
+            if fd == pidfd:
+                poller.unregister(pidfd)
+                return True
+            data = os.read(fd, CHUNK)
+            if data:
+                sinks[fd](data)
+            else:
+                poller.unregister(fd)
+                os.close(fd)
+                del sinks[fd]
+    return True
+
+
+def _close_all(sinks):
+    for fd in sinks:
+        os.close(fd)
+    sinks.clear()
+
+
+def _parse_status(raw):
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _with_output(reply, out, err):
+    reply["stdout"], reply["stdout_truncated"] = out.render()
+    reply["stderr"], reply["stderr_truncated"] = err.render()
+    reply["stdout_bytes"], reply["stderr_bytes"] = out.total, err.total
+    return reply
+
+
+def _set_non_dumpable():
+    """No ptrace/`/proc/1/mem`/`/proc/1/fd` access to PID 1 for the snippets (same uid)."""
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def main(argv):
+    cfg = json.loads(argv[1])
+    # PID 1 gets only the signals it handles; Python handles SIGINT, so ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_non_dumpable()
+    ctl_in, ctl_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # a stray print must never reach the protocol stream
+    os.close(devnull)
+    if cfg["scratch"] is None:  # unsafe backend: a private directory stands in for the jail's /tmp
+        cfg["scratch"] = [tempfile.mkdtemp(prefix="torl-sandbox-")]
+        os.environ["TMPDIR"] = os.environ["HOME"] = cfg["scratch"][0]
+    try:
+        return _serve(cfg, ctl_in, ctl_out)
+    finally:
+        if os.getpid() != 1:
+            shutil.rmtree(cfg["scratch"][0], ignore_errors=True)
+
+
+def _serve(cfg, ctl_in, ctl_out):
+    for name in cfg["preload"]:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            print(f"jail_server: cannot import {name!r} in the sandbox runtime: {exc}", file=sys.stderr)
+            return 3
+    _reseed_rngs()  # numpy initializes lazily on the first seed (~15 ms): do it once, before forking
+    gc.freeze()  # keeps the children's garbage collector off the shared (copy-on-write) pages
+    server = Server(cfg)
+    write_all(ctl_out, encode_frame({"ready": True, "python": sys.version.split()[0], "pid": os.getpid()}))
+    while True:
+        req = read_frame(ctl_in)
+        if req is None:
+            return 0
+        try:
+            reply = server.handle(req)
+        except Exception as exc:
+            reply = {"error": f"jail server: {exc!r}"}
+        reply["id"] = req.get("id")
+        write_all(ctl_out, encode_frame(reply))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
