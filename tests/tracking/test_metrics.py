@@ -25,7 +25,7 @@ def test_sanitize_key(name, key):
 
 def test_to_metrics_drops_non_finite_and_non_numeric_values():
     metrics = to_metrics(
-        3,
+        np.int64(3),
         {
             "ok": 0.5,
             "int": 2,
@@ -41,7 +41,7 @@ def test_to_metrics_drops_non_finite_and_non_numeric_values():
         timestamp_ms=1,
     )
     assert {m.key: m.value for m in metrics} == {"ok": 0.5, "int": 2.0, "numpy": 1.5, "flag": 1.0}
-    assert all(m.step == 3 and m.timestamp == 1 for m in metrics)
+    assert all(type(m.step) is int and m.step == 3 and m.timestamp == 1 for m in metrics)
 
 
 def test_history_keeps_points_per_key():

@@ -35,6 +35,7 @@ def test_to_params_truncates_long_values_and_sanitizes_keys():
 
 def test_library_versions_cover_the_stack():
     versions = library_versions()
-    assert set(versions) == {f"versions.{name}" for name in ("ray", "torch", "transformers", "vllm", "mlflow")}
+    libraries = ("ray", "torch", "transformers", "vllm", "mlflow")
+    assert set(versions) == {f"versions.{name}" for name in libraries}
     assert versions["versions.mlflow"][0].isdigit()
     assert all(versions.values())

@@ -9,7 +9,10 @@ from mlflow import MlflowClient
 from torl_rllib.tracking import MlflowTracker, TrackingConfig
 
 STEPS = 12
-CONFIG = {"model": {"path": "tiny-model", "dtype": "float32"}, "grpo": {"group_size": 4, "lr": 1e-5}}
+CONFIG = {
+    "model": {"path": "tiny-model", "dtype": "float32"},
+    "grpo": {"group_size": 4, "lr": 1e-5},
+}
 ROWS = [
     {
         "prompt": "What is 1+1?",
@@ -19,7 +22,14 @@ ROWS = [
         "gold": "2",
         "reward": 1.0,
     },
-    {"prompt": "What is 2+2?", "response": "\\boxed{5}", "tool_calls": [], "answer": "5", "gold": "4", "reward": -1.0},
+    {
+        "prompt": "What is 2+2?",
+        "response": "\\boxed{5}",
+        "tool_calls": [],
+        "answer": "5",
+        "gold": "4",
+        "reward": -1.0,
+    },
 ]
 
 
@@ -38,7 +48,8 @@ def step_metrics(step: int) -> dict:
 def tracked_run(tmp_path_factory):
     """A whole tracked training of STEPS steps, written to a fresh sqlite store."""
     out = tmp_path_factory.mktemp("run")
-    tracker = MlflowTracker(TrackingConfig(trajectories_every=5), run_name="tiny_cpu", output_dir=out)
+    cfg = TrackingConfig(trajectories_every=5)
+    tracker = MlflowTracker(cfg, run_name="tiny_cpu", output_dir=out)
     run_id = tracker.start(CONFIG)
     tracker.log_text("model:\n  path: tiny-model\n", "config/resolved.yaml")
     tracker.set_tags({"recipe": "tiny_cpu"})
@@ -69,7 +80,7 @@ def test_run_has_name_status_tags_and_flattened_params(tracked_run):
     assert params["grpo.group_size"] == "4"
     assert params["grpo.lr"] == "1e-05"
     assert params["versions.vllm"]  # a version or "not installed"
-    assert {"versions.ray", "versions.torch", "versions.transformers", "versions.mlflow"} <= set(params)
+    assert {"versions.ray", "versions.torch", "versions.transformers"} <= set(params)
 
 
 def test_every_step_is_in_the_metric_history(tracked_run):
@@ -117,7 +128,8 @@ def test_calls_after_finish_do_nothing(tracked_run):
 
 def test_two_trackers_in_one_process_write_to_their_own_stores(tmp_path):
     trackers = [
-        MlflowTracker(TrackingConfig(plots=False), run_name=name, output_dir=tmp_path / name) for name in ("a", "b")
+        MlflowTracker(TrackingConfig(plots=False), run_name=name, output_dir=tmp_path / name)
+        for name in ("a", "b")
     ]
     for tracker in trackers:
         tracker.start({"name": tracker.run_name})
@@ -198,12 +210,28 @@ def test_tracking_resumes_when_the_store_comes_back(tmp_path, caplog):
 
 
 def test_any_uri_works_including_a_file_store(tmp_path):
-    tracker = MlflowTracker(
-        TrackingConfig(tracking_uri=(tmp_path / "mlruns").as_uri(), plots=False), run_name="file_store"
-    )
+    cfg = TrackingConfig(tracking_uri=(tmp_path / "mlruns").as_uri(), plots=False)
+    tracker = MlflowTracker(cfg, run_name="file_store")
     tracker.start(CONFIG)
     tracker.log_metrics(1, {"accuracy": 1.0})
     tracker.finish()
     run = MlflowClient(tracker.tracking_uri).get_run(tracker.run_id)
     assert run.data.metrics == {"accuracy": 1.0}
     assert run.info.status == "FINISHED"
+
+
+def test_one_log_batch_call_per_step(tmp_path, monkeypatch):
+    tracker = MlflowTracker(TrackingConfig(plots=False), run_name="batched", output_dir=tmp_path)
+    tracker.start({})
+    calls = []
+    log_batch = MlflowClient.log_batch
+
+    def counting_log_batch(self, *args, **kwargs):
+        calls.append(kwargs)
+        return log_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting_log_batch)
+    for step in range(3):
+        tracker.log_metrics(step, {f"metric_{i}": float(i) for i in range(150)})
+    assert len(calls) == 3
+    assert all(len(call["metrics"]) == 150 for call in calls)

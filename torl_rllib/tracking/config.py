@@ -20,7 +20,8 @@ class TrackingConfig:
     """Where and what to track; ``enabled=False`` turns every tracker call into a no-op."""
 
     enabled: bool = True
-    # None: ``sqlite:///<output_dir or cwd>/mlflow.db``. Any MLflow URI works (sqlite:, file:, http:).
+    # None: ``sqlite:///<output_dir or cwd>/mlflow.db``. Any MLflow URI works (sqlite:, file:,
+    # http:).
     tracking_uri: str | None = None
     experiment: str = "torl-rllib"
     # None: the recipe's name.
@@ -42,7 +43,9 @@ class TrackingConfig:
         if not self.experiment:
             raise ValueError("experiment must be a non-empty name")
         if self.trajectories_every < 0:
-            raise ValueError(f"trajectories_every must be >= 0 (0 = never), got {self.trajectories_every}")
+            raise ValueError(
+                f"trajectories_every must be >= 0 (0 = never), got {self.trajectories_every}"
+            )
         if self.http_timeout_s < 1:
             raise ValueError(f"http_timeout_s must be >= 1, got {self.http_timeout_s}")
         if self.http_max_retries < 0:

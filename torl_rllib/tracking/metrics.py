@@ -35,7 +35,7 @@ def to_metrics(step: int, metrics: Mapping[str, Any], timestamp_ms: int) -> list
         if key is None or number is None:
             logger.debug("step %d: dropping metric %r = %r", step, name, value)
             continue
-        entities[key] = Metric(key, number, timestamp_ms, step)
+        entities[key] = Metric(key, number, timestamp_ms, int(step))
     return list(entities.values())
 
 

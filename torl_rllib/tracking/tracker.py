@@ -64,7 +64,7 @@ def _tracked(method):
         try:
             result = method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must never stop training
-            self._report_failure(method.__name__, exc)
+            self._report_failure(method.__name__.strip("_"), exc)
             return None
         self._report_recovery()
         return result
@@ -88,6 +88,7 @@ class MlflowTracker:
 
     @property
     def active(self) -> bool:
+        """Whether calls still reach MLflow: tracking is enabled and the run not finished."""
         return self.cfg.enabled and not self._finished
 
     # -- the run ------------------------------------------------------------------------------
@@ -104,11 +105,11 @@ class MlflowTracker:
         """Log the plots (when enabled) and end the run as FINISHED, FAILED or KILLED. Later
         calls to the tracker do nothing."""
         self.log_plots()
-        self._terminate(status)
+        self._end_run(status)
         self._finished = True
 
     @_tracked
-    def _terminate(self, status: str) -> None:
+    def _end_run(self, status: str) -> None:
         self._ensure_run().set_terminated(self.run_id, status=status)
 
     def _ensure_run(self) -> MlflowClient:
@@ -117,7 +118,8 @@ class MlflowTracker:
         if self.run_id is None:
             artifact_location = prepare_store(self.tracking_uri, self.cfg)
             client = MlflowClient(tracking_uri=self.tracking_uri)
-            run = client.create_run(self._experiment_id(client, artifact_location), run_name=self.run_name)
+            experiment_id = self._experiment_id(client, artifact_location)
+            run = client.create_run(experiment_id, run_name=self.run_name)
             self._client, self.run_id = client, run.info.run_id
             logger.info("MLflow run %r (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
         while self._pending_params:
@@ -130,7 +132,9 @@ class MlflowTracker:
         experiment = client.get_experiment_by_name(self.cfg.experiment)
         if experiment is None:
             try:
-                return client.create_experiment(self.cfg.experiment, artifact_location=artifact_location)
+                return client.create_experiment(
+                    self.cfg.experiment, artifact_location=artifact_location
+                )
             except MlflowException:
                 # Another process may have created it since; if not, re-raise.
                 experiment = client.get_experiment_by_name(self.cfg.experiment)
@@ -159,6 +163,8 @@ class MlflowTracker:
     def log_trajectories(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
         """Log sample trajectories (prompt, response with tool calls and outputs, answer, gold,
         reward, ...) as the MLflow table ``trajectories/step_NNNNNN.json``."""
+        if not rows:
+            return
         self._ensure_run().log_table(
             self.run_id, data=_table(rows), artifact_file=f"trajectories/step_{step:06d}.json"
         )
@@ -183,7 +189,10 @@ class MlflowTracker:
         if not series:
             return []
         client = self._ensure_run()
-        figures = {f"plots/{key.replace('/', '_')}.png": metric_figure(key, points) for key, points in series.items()}
+        figures = {
+            f"plots/{key.replace('/', '_')}.png": metric_figure(key, points)
+            for key, points in series.items()
+        }
         figures["plots/training_dynamics.png"] = dynamics_figure(series)
         for artifact_file, figure in figures.items():
             client.log_figure(self.run_id, figure, artifact_file)
