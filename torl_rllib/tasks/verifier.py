@@ -22,6 +22,7 @@ _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConf
 _PYTHON_NAMES = frozenset({"pi", "sqrt", "exp", "log", "sin", "cos", "tan", "oo", "E", "I"})
 _PYTHON_CHARS = re.compile(r"[A-Za-z0-9_\s+\-*/^().]+")
 _NAME = re.compile(r"[A-Za-z_]\w*")
+_WHITESPACE = re.compile(r"\s+")
 _STRAY_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")
 # Leading zeros of a number that starts the text or follows an opening bracket or a sign (not
 # a digit group after a thousands separator: 10,000 or 10{,}000).
@@ -30,11 +31,14 @@ _LEADING_ZEROS = re.compile(r"(?:^|(?<=[(\[{=+\-]))0+(?=\d)")
 
 def compare(answer: str, gold: str) -> tuple[str, str | None]:
     """Return ``(verdict, parsed_gold)``; verdict is ``"match"``, ``"mismatch"`` or ``"parse_error"``."""
-    parsed_gold = _parse_gold(gold)
+    answer, gold = _normalize(answer), _normalize(gold)
+    parsed_gold = _parse(gold)
     if not parsed_gold:
         return "parse_error", None
     gold_text = str(parsed_gold[0])
-    parsed_answer = _parse(_normalize(answer))
+    if _WHITESPACE.sub("", answer) == _WHITESPACE.sub("", gold):
+        return "match", gold_text  # the common correct case, without parsing or comparing
+    parsed_answer = _parse(answer)
     if not parsed_answer:
         return "parse_error", gold_text
     matched = verify(parsed_gold, parsed_answer, timeout_seconds=None)
@@ -52,22 +56,18 @@ def _normalize(text: str) -> str:
     return _LEADING_ZEROS.sub("", text)
 
 
-def _parse_gold(gold: str) -> list:
+def _parse(text: str) -> list:
     # verify() wants a list; the cached tuple keeps the shared parse from being mutated.
-    return list(_parse_gold_cached(gold))
+    return list(_parse_cached(text))
 
 
 @lru_cache(maxsize=4096)
-def _parse_gold_cached(gold: str) -> tuple:
-    # Gold answers repeat across a rollout group; parsed sympy objects are immutable.
-    return tuple(_parse(_normalize(gold)))
-
-
-def _parse(text: str) -> list:
+def _parse_cached(text: str) -> tuple:
+    # Answers repeat within a rollout group and golds across it; sympy objects are immutable.
     python_expr = _parse_python(text)
     if python_expr is not None:
-        return [python_expr, text]
-    return parse("\\boxed{" + text + "}", extraction_config=_EXTRACTION, parsing_timeout=None)
+        return (python_expr, text)
+    return tuple(parse("\\boxed{" + text + "}", extraction_config=_EXTRACTION, parsing_timeout=None))
 
 
 def _parse_python(text: str):

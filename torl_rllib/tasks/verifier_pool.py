@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 READY = "ready"
 TIMEOUT = ("timeout", None)
 CRASHED = ("parse_error", None)
+_DIED = object()  # the worker died while comparing
+_HOW = f"its stderr says why (started as: {sys.executable} -m torl_rllib.tasks.verifier_worker)"
 _HEADER = struct.Struct(">I")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -138,7 +140,8 @@ class VerifierPool:
         """Return ``compare(answer, gold)`` for each ``(answer, gold)``, in order.
 
         A comparison that takes longer than ``timeout_s`` yields ``("timeout", None)`` and its
-        worker is replaced; one whose worker dies yields ``("parse_error", None)``.
+        worker is replaced. One whose worker dies is retried once on a fresh worker (the worker
+        may have been killed from outside), then yields ``("parse_error", None)``.
         """
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -148,21 +151,23 @@ class VerifierPool:
             results: list = [None] * len(requests)
             pending = deque(range(len(requests)))
             unfinished = len(requests)
+            retried: set[int] = set()
             while unfinished:
                 self._dispatch(requests, pending, timeout_s)
                 busy = [w for w in self._workers if not w.idle]
-                now = time.monotonic()
-                ready = wait([w.proc.stdout for w in busy], max(0.0, min(w.deadline for w in busy) - now))
+                timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+                readable = wait([w.proc.stdout for w in busy], timeout)
                 for index, worker in enumerate(self._workers):
                     if worker.idle:
                         continue
-                    outcome = self._poll(worker, worker.proc.stdout in ready)
-                    if outcome is not None:
-                        results[worker.task] = outcome
+                    task = worker.task
+                    outcome = self._poll(index, worker.proc.stdout in readable)
+                    if outcome is _DIED and task not in retried:
+                        retried.add(task)
+                        pending.appendleft(task)
+                    elif outcome is not None:
+                        results[task] = CRASHED if outcome is _DIED else outcome
                         unfinished -= 1
-                        worker.task = None
-                    if not worker.ready and worker.task is None and worker.proc.poll() is not None:
-                        self._replace(index)
             return results
 
     def _dispatch(self, requests, pending: deque, timeout_s: float) -> None:
@@ -173,42 +178,33 @@ class VerifierPool:
                     pending.appendleft(task)
                     self._replace(index)
 
-    def _poll(self, worker: _Worker, readable: bool):
-        """Advance one busy or starting worker; return the outcome of its task if it has one."""
+    def _poll(self, index: int, readable: bool):
+        """Advance a busy or starting worker: its task's outcome, ``_DIED``, or None (not yet)."""
+        worker = self._workers[index]
         if readable:
             try:
                 messages = worker.receive()
             except EOFError:
-                return self._on_exit(worker)
+                code = worker.proc.wait()
+                self._replace(index)
+                if worker.task is None:
+                    raise RuntimeError(f"verifier process exited with code {code} during start-up; {_HOW}") from None
+                logger.warning("verifier process died (exit code %s) while grading; restarting it", code)
+                return _DIED
             for message in messages:
                 if message == READY:
                     worker.ready = True
                 else:
+                    worker.task = None
                     return message
             return None
         if time.monotonic() < worker.deadline:
             return None
+        self._replace(index)
         if not worker.ready:
-            worker.kill()
-            raise RuntimeError(
-                f"grading worker did not start within {self.startup_timeout_s:.0f} s "
-                f"({sys.executable} -m torl_rllib.tasks.verifier_worker)"
-            )
-        logger.warning("grading timed out after its deadline; restarting the verifier process")
-        worker.kill()
-        worker.ready = False
+            raise RuntimeError(f"verifier process did not start within {self.startup_timeout_s:.0f} s; {_HOW}")
+        logger.warning("grading missed its deadline; restarting the verifier process")
         return TIMEOUT
-
-    def _on_exit(self, worker: _Worker):
-        code = worker.proc.wait()
-        worker.ready = False
-        if worker.task is None:
-            raise RuntimeError(
-                f"grading worker exited with code {code} during start-up; its stderr says why "
-                f"({sys.executable} -m torl_rllib.tasks.verifier_worker)"
-            )
-        logger.warning("verifier process died (exit code %s) while grading; restarting it", code)
-        return CRASHED
 
     def _replace(self, index: int) -> None:
         self._workers[index].kill()

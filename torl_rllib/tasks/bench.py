@@ -1,0 +1,67 @@
+"""Grading throughput: ``python -m torl_rllib.tasks.bench [--n 2048] [--workers N]``.
+
+Builds responses from real MATH500 solutions (half graded against their own answer, a third
+against another problem's, the rest with their boxes removed), grades them with a
+:class:`BatchGrader` whose workers are already up, and prints graded responses per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from torl_rllib.tasks.batch import BatchGrader, available_cpus
+from torl_rllib.tasks.datasets import load_dataset
+from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks" / "math500.jsonl"
+
+
+def make_batch(data: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` (response, gold) pairs from a MATH-style JSONL whose ``answer`` is a boxed solution."""
+    solutions = [json.loads(line)["answer"] for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    golds = [problem.answer for problem in load_dataset(data)]
+    rng = random.Random(seed)
+    responses, targets = [], []
+    for _ in range(n):
+        i, kind = rng.randrange(len(golds)), rng.random()
+        if kind < 0.5:
+            response = solutions[i]
+        elif kind < 0.85:
+            response = solutions[rng.randrange(len(solutions))]
+        else:
+            response = solutions[i].replace("\\boxed", "")
+        responses.append(response)
+        targets.append(golds[i])
+    return responses, targets
+
+
+def main(argv: list[str] | None = None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2048, help="responses to grade (default 2048)")
+    parser.add_argument("--workers", type=int, default=None, help=f"verifier processes (default: {available_cpus()}, the available cores)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per comparison")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MATH500-style JSONL (default: ../shared/data/benchmarks/math500.jsonl)")
+    args = parser.parse_args(argv)
+    if not args.data.exists():
+        parser.error(f"{args.data.resolve()} not found; pass --data with a MATH500-style JSONL file")
+
+    responses, golds = make_batch(args.data, args.n)
+    start = time.perf_counter()
+    with BatchGrader(num_workers=args.workers, timeout_s=args.timeout) as grader:
+        grader.grade_batch([r"\boxed{\frac{1}{2}}"] * grader.num_workers, ["0.5"] * grader.num_workers)
+        startup_s = time.perf_counter() - start
+        grader.grade_batch(responses, golds)
+        stats = grader.last_stats
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.reasons.items()))
+    print(f"workers: {grader.num_workers} (started in {startup_s:.2f} s)")
+    print(f"graded {stats.num_responses} responses in {stats.seconds:.2f} s: {stats.responses_per_s:.0f} responses/s")
+    print(f"reasons: {reasons}")
+    return stats.responses_per_s
+
+
+if __name__ == "__main__":
+    main()
