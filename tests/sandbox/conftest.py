@@ -1,0 +1,51 @@
+"""Shared fixtures: real nsjail warm pools (no mocks), one per test module."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbox import SandboxConfig, WarmJailPool
+
+# Set before any pool starts: the hostile tests check that it never reaches a jail.
+HOST_SECRET = ("TORL_SANDBOX_TEST_SECRET", "s3cret-from-the-host")
+os.environ[HOST_SECRET[0]] = HOST_SECRET[1]
+
+
+@pytest.fixture(scope="session")
+def host_secret() -> tuple[str, str]:
+    return HOST_SECRET
+
+
+@pytest.fixture(scope="session")
+def test_config() -> SandboxConfig:
+    """Short limits keep the suite fast: a deadline test costs `timeout_s`."""
+    return SandboxConfig(jails=2, timeout_s=3.0, cpu_time_s=1, memory_mb=512, grace_s=2.0)
+
+
+@pytest.fixture(scope="module")
+def pool(test_config):
+    with WarmJailPool(test_config) as p:
+        yield p
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+@pytest.fixture
+def same_jails(pool):
+    """After the test, the same jails (no restart) serve correctly, with nothing left behind.
+
+    Checked from the host: no process under any jail's PID 1, an empty /tmp in every jail.
+    """
+    before = pool.server_pids()
+    assert all(before)
+    yield before
+    assert pool.server_pids() == before, "a jail was restarted"
+    assert [r.stdout for r in pool.execute_batch(["print(6*7)"] * 4)] == ["42\n"] * 4
+    for pid in before:
+        assert _children(pid) == [], "a jailed process outlived its snippet"
+        assert os.listdir(f"/proc/{pid}/root/tmp") == [], "a file outlived its snippet"
