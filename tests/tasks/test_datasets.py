@@ -218,3 +218,9 @@ def test_zero_usable_rows_is_an_error_naming_the_file(tmp_path):
 def test_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DatasetSpec(**kwargs)
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"problem": "a\u2028b", "answer": "1"}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert load_dataset(path)[0].problem == "a\u2028b"

@@ -22,7 +22,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / 
 
 def make_batch(data: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """``n`` (response, gold) pairs from a MATH-style JSONL whose ``answer`` is a boxed solution."""
-    solutions = [json.loads(line)["answer"] for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = data.read_text(encoding="utf-8").splitlines()
+    solutions = [json.loads(line)["answer"] for line in lines if line.strip()]
     golds = [problem.answer for problem in load_dataset(data)]
     rng = random.Random(seed)
     responses, targets = [], []
@@ -42,9 +43,9 @@ def make_batch(data: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2048, help="responses to grade (default 2048)")
-    parser.add_argument("--workers", type=int, default=None, help=f"verifier processes (default: {available_cpus()}, the available cores)")
+    parser.add_argument("--workers", type=int, help=f"verifier processes (default: the {available_cpus()} available cores)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per comparison")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MATH500-style JSONL (default: ../shared/data/benchmarks/math500.jsonl)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MATH500-style JSONL (default: %(default)s)")
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"{args.data.resolve()} not found; pass --data with a MATH500-style JSONL file")
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> float:
         stats = grader.last_stats
     reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.reasons.items()))
     print(f"workers: {grader.num_workers} (started in {startup_s:.2f} s)")
-    print(f"graded {stats.num_responses} responses in {stats.seconds:.2f} s: {stats.responses_per_s:.0f} responses/s")
+    print(f"graded {stats.num_responses} responses in {stats.seconds:.2f} s: "
+          f"{stats.responses_per_s:.0f} responses/s")
     print(f"reasons: {reasons}")
     return stats.responses_per_s
 

@@ -148,7 +148,8 @@ def load_dataset(spec: DatasetSpec | Mapping[str, Any] | str | Path) -> Dataset:
             problem = replace(problem, id=f"{problem.id}#{id_counts[problem.id] - 1}")
         problems.append(problem)
     if errors:
-        logger.warning("%s: skipped %d malformed rows; first: row %d: %s", file, len(errors), errors[0].row, errors[0].reason)
+        first = errors[0]
+        logger.warning("%s: skipped %d malformed rows; first: row %d: %s", file, len(errors), first.row, first.reason)
     if not problems:
         detail = f"{len(errors)} malformed rows, first: {errors[0]}" if errors else "the file has no rows"
         raise ValueError(f"dataset {file} has no usable rows ({detail})")
@@ -184,7 +185,7 @@ def _resolve_format(path: Path, fmt: str) -> str:
 def _read_records(path: Path, fmt: str, split: str | None) -> Iterator[tuple[int, dict | _Malformed]]:
     """Yield ``(row, record)``; a row that cannot even be decoded yields ``(row, _Malformed)``."""
     if fmt == "jsonl":
-        for row, line in enumerate(_read_text(path).splitlines()):
+        for row, line in enumerate(_read_text(path).split("\n")):  # not splitlines(): U+2028 is valid JSON
             if line.strip():
                 yield row, _decode_json_object(line)
     elif fmt == "json":
@@ -249,7 +250,7 @@ def _to_problem(record: dict, row: int, spec: DatasetSpec, default_source: str) 
     answer_field, answer = _field(record, spec.answer_field, ANSWER_FIELDS, "answer")
     id_field, raw_id = _field(record, spec.id_field, ID_FIELDS, "id", required=spec.id_field is not None)
     if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
-        raise _Malformed(f"id field {id_field!r} has type {type(raw_id).__name__}; expected a string or an integer")
+        raise _wrong_type("id", id_field, raw_id, "a string or an integer")
     source = spec.source or _source_of(record) or default_source
     used = {problem_field.split(".")[0], answer_field.split(".")[0]}
     return Problem(
@@ -273,6 +274,10 @@ def _field(record: dict, name: str | None, candidates: tuple[str, ...], what: st
     raise _Malformed(f"missing {what} (no non-null {looked_for})")
 
 
+def _wrong_type(what: str, field_name: str, value: Any, expected: str) -> _Malformed:
+    return _Malformed(f"{what} field {field_name!r} has type {type(value).__name__}; expected {expected}")
+
+
 def _lookup(record: dict, dotted: str):
     value: Any = record
     for key in dotted.split("."):
@@ -294,9 +299,7 @@ def _problem_text(value: Any, field_name: str) -> str:
             raise _Malformed(f"problem field {field_name!r} is a list without a user message")
         value = user_turns[-1]
     if not isinstance(value, str):
-        raise _Malformed(
-            f"problem field {field_name!r} has type {type(value).__name__}; expected a string or a chat message list"
-        )
+        raise _wrong_type("problem", field_name, value, "a string or a chat message list")
     if not value.strip():
         raise _Malformed(f"empty problem in field {field_name!r}")
     return value.strip()
@@ -304,7 +307,7 @@ def _problem_text(value: Any, field_name: str) -> str:
 
 def _answer_text(value: Any, field_name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Malformed(f"answer field {field_name!r} has type {type(value).__name__}; expected a string or a number")
+        raise _wrong_type("answer", field_name, value, "a string or a number")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Malformed(f"answer in field {field_name!r} is not a finite number: {value!r}")

@@ -8,6 +8,7 @@ to a persistent verifier process (:mod:`.verifier_pool`) that is killed if it mi
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -102,12 +103,14 @@ def _degenerate(text: str) -> bool:
 
 
 _pool: VerifierPool | None = None
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _default_pool() -> VerifierPool:
-    global _pool
+    """The process-wide single-worker pool behind :func:`grade` (a forked child starts its own)."""
+    global _pool, _pool_pid
     with _pool_lock:
-        if _pool is None:
-            _pool = VerifierPool(num_workers=1)
+        if _pool is None or _pool_pid != os.getpid():
+            _pool, _pool_pid = VerifierPool(num_workers=1), os.getpid()
         return _pool

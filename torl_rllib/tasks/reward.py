@@ -28,7 +28,8 @@ class RewardConfig:
     def __post_init__(self) -> None:
         for name in ("correct", "incorrect", "no_box", "truncation_penalty"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if value is not None and not finite:
                 raise ValueError(f"RewardConfig.{name} must be a finite number, got {value!r}")
         if self.correct <= self.incorrect:
             raise ValueError(f"RewardConfig.correct ({self.correct}) must exceed incorrect ({self.incorrect})")

@@ -188,7 +188,7 @@ class VerifierPool:
                 code = worker.proc.wait()
                 self._replace(index)
                 if worker.task is None:
-                    raise RuntimeError(f"verifier process exited with code {code} during start-up; {_HOW}") from None
+                    raise RuntimeError(f"verifier process exited with code {code} during start-up; {_HOW}")
                 logger.warning("verifier process died (exit code %s) while grading; restarting it", code)
                 return _DIED
             for message in messages:
