@@ -100,3 +100,10 @@ def test_from_asyncio():
         return direct, in_thread
 
     assert all(result.correct for result in asyncio.run(main()))
+
+
+def test_answers_are_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    for answer in (f'__import__("pathlib").Path("{marker}").touch()', f"open({marker!s})", "__import__"):
+        assert grade(rf"\boxed{{{answer}}}", "1").reason in ("mismatch", "parse_error")
+    assert not marker.exists()

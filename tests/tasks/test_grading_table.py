@@ -102,6 +102,9 @@ EQUIVALENT = [
     ("8n^2 + 4n + 1", r"\boxed{8n^2+4n+1}"),
     ("x^2+2x+1", r"\boxed{(x+1)^2}"),
     ("1024", r"\boxed{2**10}"),
+    ("n^2+1", r"\boxed{n**2 + 1}"),
+    ("2^N", r"\boxed{2**N}"),
+    ("e^2", r"\boxed{exp(2)}"),
     ("3", r"\boxed{\log_2 8}"),
     (r"\infty", r"\boxed{\infty}"),
     # whole responses and box variants
@@ -150,6 +153,8 @@ NOT_EQUIVALENT = [
     ("27", r"\boxed{27.5}"),
     ("204", r"\boxed{240}"),
     ("2", r"\boxed{2x}"),
+    ("2^M", r"\boxed{2**N}"),
+    ("1024", r"\boxed{2**11}"),
     ("0", r"\boxed{\emptyset}"),
     ("3", r"\boxed{3} was my guess, but it is \boxed{4}"),
     ("204", "The answer is 204."),  # no box: never rewarded

@@ -17,9 +17,9 @@ __all__ = ["compare"]
 _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 
 # Answers written as Python (after a tool call, e.g. ``pi/4``, ``2**10``, ``sqrt(3)/2``) are
-# misread as LaTeX (``pi`` -> p*i), so they go to sympy. Only these names may appear (besides
-# one-letter symbols), and dots only inside numbers: sympy's parser evaluates the text.
-_PYTHON_NAMES = frozenset({"pi", "sqrt", "exp", "log", "sin", "cos", "tan", "oo", "E", "I"})
+# misread as LaTeX (``pi`` -> p*i), so they go to sympy. Only these names may appear besides
+# one-letter symbols, and dots only inside numbers: sympy's parser evaluates the text.
+_PYTHON_NAMES = frozenset({"pi", "sqrt", "exp", "log", "sin", "cos", "tan", "oo"})
 _PYTHON_CHARS = re.compile(r"[A-Za-z0-9_\s+\-*/^().]+")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _WHITESPACE = re.compile(r"\s+")
@@ -79,10 +79,15 @@ def _parse_python(text: str):
         return None
     if "**" not in text and not names & _PYTHON_NAMES:
         return None  # plain arithmetic like 14/3 or x^2: LaTeX parsing handles it
+    from sympy import E, Symbol
     from sympy.parsing.sympy_parser import parse_expr
 
+    # One-letter names as math-verify reads LaTeX (lower-case real symbols, i included; e is
+    # Euler's number), which also keeps S, N, O, Q from meaning sympy objects.
+    symbols = {name: Symbol(name.lower(), real=True) for name in names if len(name) == 1}
+    symbols.update({"e": E, "E": E})
     try:
-        return parse_expr(text, evaluate=False)
+        return parse_expr(text, local_dict=symbols, evaluate=False)
     except Exception:  # noqa: BLE001 - any failure means "not a Python expression"
         logging.getLogger(__name__).debug("not a Python expression: %r", text, exc_info=True)
         return None
