@@ -11,7 +11,7 @@ from typing import Sequence
 from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S, GradeResult, prepare, resolve
 from torl_rllib.tasks.verifier_pool import VerifierPool
 
-__all__ = ["BatchGrader", "BatchStats"]
+__all__ = ["BatchGrader", "BatchStats", "available_cpus"]
 
 
 @dataclass(frozen=True)
