@@ -42,7 +42,7 @@ class SandboxStartError(RuntimeError):
 
 def clean_stderr(text: str) -> str:
     """nsjail's stderr without the libnl loader warnings."""
-    return "\n".join(line for line in text.splitlines() if not LOADER_NOISE.search(line))
+    return "".join(line for line in text.splitlines(keepends=True) if not LOADER_NOISE.search(line))
 
 
 def diagnose(stderr: str, what: str) -> str:

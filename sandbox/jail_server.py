@@ -125,11 +125,10 @@ def _isolate(cfg, stdout_fd, stderr_fd, keep=()):
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     fsize = cfg["file_size_mb"] << 20
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    _reseed_rngs()
 
 
 def _reseed_rngs():
-    """Forked children inherit the server's RNG state: without this every snippet draws the same numbers."""
+    """Reseed `random` and numpy's global RNG from the OS (forked children inherit the state)."""
     random.seed()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
@@ -199,6 +198,13 @@ def _stateless_child(cfg, code, out_w, err_w, status_w):
     _isolate(cfg, out_w, err_w, keep=(status_w,))
     _limit_cpu(cfg)
     status = run_snippet(code, _fresh_globals())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    status["cpu_time_s"] = usage.ru_utime + usage.ru_stime
+    for fd in (0, 1, 2):  # EOF for the server now, before this process spends time exiting
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     write_all(status_w, json.dumps(status).encode())
     os._exit(status["exit_code"])
 
@@ -285,6 +291,8 @@ class Server:
         self.cfg = cfg
         self.pid1 = os.getpid() == 1
         self.sessions = {}
+        self._unreaped = None  # a finished snippet's pid, reaped after the reply
+        self._dirty = False  # scratch dirs to wipe after the reply
 
     def handle(self, req):
         op = req.get("op")
@@ -298,7 +306,6 @@ class Server:
             sock = self.sessions.pop(req["session"], None)
             if sock is not None:
                 sock.close()
-            self._reap()
             return {"closed": sock is not None}
         return {"error": f"unknown op {op!r}"}
 
@@ -315,29 +322,32 @@ class Server:
                 os._exit(70)
         for fd in (out_w, err_w, st_w):
             os.close(fd)
-        out, err, status = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
-        sinks = {out_r: out.feed, err_r: err.feed, st_r: status.extend}
+        self._dirty = True
+        out, err, raw = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
+        sinks = {out_r: out.feed, err_r: err.feed, st_r: raw.extend}
         poller = select.poll()
         for fd in sinks:
             poller.register(fd, select.POLLIN)
         pidfd = os.pidfd_open(pid)
         poller.register(pidfd, select.POLLIN)
         finished = _pump(poller, sinks, start + self.cfg["timeout_s"], pidfd)
-        if not finished:
-            poller.unregister(pidfd)
-            os.kill(pid, signal.SIGKILL)
-        _, wstatus, usage = os.wait4(pid, 0)
+        poller.unregister(pidfd)
         os.close(pidfd)
-        self._kill_leftovers(pid)
-        _pump(poller, sinks, time.monotonic() + DRAIN_S)
+        status = _parse_status(raw)
+        if finished and not sinks and "exit_code" in status:
+            # Fast path: the snippet closed its output and reported its status. Reply now; it is
+            # still unmapping its memory, and `after_reply` reaps it while the host reads the reply.
+            self._unreaped = pid
+            status.update(signal=None, timed_out=False)
+            return _with_output(status, out, err)
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+        wstatus, usage = self._end_snippet(pid)
+        _pump(poller, sinks, time.monotonic() + DRAIN_S)  # the output still in the pipes
         _close_all(sinks)
-        for path in self.cfg["scratch"]:
-            for entry in os.scandir(path):
-                _force_remove(entry.path)
         sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
         cpu = usage.ru_utime + usage.ru_stime
-        reply = _parse_status(status)
-        reply.update(
+        status.update(
             exit_code=None if sig else os.WEXITSTATUS(wstatus),
             signal=sig,
             # SIGXCPU at the soft CPU limit; SIGKILL at the hard one if the snippet ignored SIGXCPU.
@@ -345,9 +355,31 @@ class Server:
             or (sig == signal.SIGKILL and cpu >= self.cfg["cpu_time_s"]),
             cpu_time_s=cpu,
         )
-        return _with_output(reply, out, err)
+        return _with_output(status, out, err)
 
-    def _kill_leftovers(self, pgid):
+    def after_reply(self):
+        """Cleanup kept off the reply's path: reap, kill leftovers, wipe scratch, reseed RNGs."""
+        pid, self._unreaped = self._unreaped, None
+        if pid is not None:
+            self._end_snippet(pid)
+        if self._dirty:
+            self._dirty = False
+            for path in self.cfg["scratch"]:
+                for entry in os.scandir(path):
+                    _force_remove(entry.path)
+        self._reap()
+        # Children inherit PID 1's RNG state: a fresh one for every fork to come.
+        _reseed_rngs()
+
+    def _end_snippet(self, pid):
+        """Kill what the snippet left running, reap it; returns its wait status and rusage."""
+        # Its process group first, while the unreaped pid cannot be reused (the only cleanup the
+        # unsafe backend gets: outside a pid namespace, kill(-1) would hit the whole host).
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _, wstatus, usage = os.wait4(pid, 0)
         if self.pid1 and not self.sessions:
             # PID 1 of a pid namespace: kill(-1) reaches every other process in the jail
             # (background jobs, fork bombs, orphans reparented to us). Repeat until none is left.
@@ -359,13 +391,8 @@ class Server:
                 try:
                     os.waitpid(-1, 0)
                 except ChildProcessError:
-                    return
-        # Outside a jail (unsafe backend) kill(-1) would hit the host: only the snippet's group.
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._reap()
+                    break
+        return wstatus, usage
 
     def _reap(self):
         while True:
@@ -417,7 +444,6 @@ class Server:
             poller.register(fd, select.POLLIN)
         finished = not lost and _pump(poller, sinks, start + self.cfg["timeout_s"] + SESSION_SLACK_S)
         _close_all(sinks)
-        self._reap()
         reply = _parse_status(status)
         if lost or not finished or "exit_code" not in reply:
             self.sessions.pop(sid).close()
@@ -426,17 +452,16 @@ class Server:
 
 
 def _pump(poller, sinks, deadline, pidfd=None):
-    """Feed pipe data to `sinks` until `pidfd` fires (or, without one, every pipe hits EOF).
+    """Feed pipe data to `sinks` until every pipe hits EOF or `pidfd` fires (the process exited).
 
     Returns False when the deadline passes first.
     """
-    while sinks or pidfd is not None:
+    while sinks:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         for fd, _ in poller.poll(remaining * 1000):
             if fd == pidfd:
-                poller.unregister(pidfd)
                 return True
             data = os.read(fd, CHUNK)
             if data:
@@ -505,7 +530,7 @@ def _serve(cfg, ctl_in, ctl_out):
         except ImportError as exc:
             print(f"jail_server: cannot import {name!r} in the sandbox runtime: {exc}", file=sys.stderr)
             return 3
-    _reseed_rngs()  # numpy initializes lazily on the first seed (~15 ms): do it once, before forking
+    _reseed_rngs()  # also pays numpy's lazy set-up of its RNG (~15 ms) once, before any fork
     gc.freeze()  # keeps the children's garbage collector off the shared (copy-on-write) pages
     server = Server(cfg)
     write_all(ctl_out, encode_frame({"ready": True, "python": sys.version.split()[0], "pid": os.getpid()}))
@@ -519,6 +544,7 @@ def _serve(cfg, ctl_in, ctl_out):
             reply = {"error": f"jail server: {exc!r}"}
         reply["id"] = req.get("id")
         write_all(ctl_out, encode_frame(reply))
+        server.after_reply()
 
 
 if __name__ == "__main__":

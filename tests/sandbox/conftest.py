@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -46,6 +47,10 @@ def same_jails(pool):
     yield before
     assert pool.server_pids() == before, "a jail was restarted"
     assert [r.stdout for r in pool.execute_batch(["print(6*7)"] * 4)] == ["42\n"] * 4
+    # PID 1 replies first, then reaps the finished snippet and wipes /tmp: give it a moment.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_children(p) or os.listdir(f"/proc/{p}/root/tmp") for p in before):
+        time.sleep(0.01)
     for pid in before:
         assert _children(pid) == [], "a jailed process outlived its snippet"
         assert os.listdir(f"/proc/{pid}/root/tmp") == [], "a file outlived its snippet"
