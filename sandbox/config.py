@@ -24,8 +24,9 @@ class SandboxConfig:
     """Limits, isolation and pool settings of the sandbox.
 
     Per-snippet limits: `timeout_s` (wall clock), `cpu_time_s` (RLIMIT_CPU), `memory_mb`
-    (RLIMIT_AS of the snippet process, pre-imported libraries included: a warm interpreter
-    with numpy and sympy maps ~135 MB), `file_size_mb` (RLIMIT_FSIZE), `max_output_bytes`
+    (RLIMIT_AS of each snippet process, pre-imported libraries included: a warm interpreter
+    with numpy and sympy maps ~135 MB; and the memory all its processes add, checked every
+    50 ms by the jail's PID 1), `file_size_mb` (RLIMIT_FSIZE), `max_output_bytes`
     (each of stdout/stderr; head and tail are kept, the byte counts are exact),
     `max_processes` (RLIMIT_NPROC of the whole jail), `tmpfs_mb` (size of `/tmp`).
     """

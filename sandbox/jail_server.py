@@ -36,7 +36,10 @@ MAX_FRAME = 64 << 20
 CHUNK = 1 << 16
 DRAIN_S = 1.0  # after the snippet is gone, how long leftover output may take to arrive
 SESSION_SLACK_S = 1.0
-RECURSION_LIMIT = sys.getrecursionlimit()  # a session turn's holder enforces the deadline; the server waits this much longer
+RECURSION_LIMIT = sys.getrecursionlimit()
+WATCH_S = 0.05  # how often a running snippet's total memory is checked
+PAGE = os.sysconf("SC_PAGE_SIZE")
+DONE, DEADLINE, OVER_MEMORY = "done", "deadline", "over_memory"  # a session turn's holder enforces the deadline; the server waits this much longer
 
 
 def encode_frame(obj):
@@ -338,17 +341,18 @@ class Server:
             poller.register(fd, select.POLLIN)
         pidfd = os.pidfd_open(pid)
         poller.register(pidfd, select.POLLIN)
-        finished = _pump(poller, sinks, start + self.cfg["timeout_s"], pidfd)
+        watch = self._over_memory if self.pid1 else None
+        outcome = _pump(poller, sinks, start + self.cfg["timeout_s"], pidfd, watch)
         poller.unregister(pidfd)
         os.close(pidfd)
         status = _parse_status(raw)
-        if finished and not sinks and "exit_code" in status:
+        if outcome == DONE and not sinks and "exit_code" in status:
             # Fast path: the snippet closed its output and reported its status. Reply now; it is
             # still unmapping its memory, and `after_reply` reaps it while the host reads the reply.
             self._unreaped = pid
             status.update(signal=None, timed_out=False)
             return _with_output(status, out, err)
-        if not finished:
+        if outcome != DONE:
             os.kill(pid, signal.SIGKILL)
         wstatus, usage = self._end_snippet(pid)
         _pump(poller, sinks, time.monotonic() + DRAIN_S)  # the output still in the pipes
@@ -359,11 +363,23 @@ class Server:
             exit_code=None if sig else os.WEXITSTATUS(wstatus),
             signal=sig,
             # SIGXCPU at the soft CPU limit; SIGKILL at the hard one if the snippet ignored SIGXCPU.
-            timed_out=not finished or sig == signal.SIGXCPU
+            timed_out=outcome == DEADLINE or sig == signal.SIGXCPU
             or (sig == signal.SIGKILL and cpu >= self.cfg["cpu_time_s"]),
+            memory_exceeded=outcome == OVER_MEMORY or status.get("memory_exceeded", False),
             cpu_time_s=cpu,
         )
         return _with_output(status, out, err)
+
+    def _over_memory(self):
+        """The jail-wide memory cap (cgroups cannot be relied on): RLIMIT_AS bounds each process,
+        this bounds what a snippet's processes add together, forks included."""
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]
+        if len(pids) < 2:
+            return False  # a single process is bounded by RLIMIT_AS already
+        # A forked child maps PID 1's pages (copy-on-write): count only what it has beyond them.
+        base = _resident_bytes("1")
+        total = sum(max(0, _resident_bytes(p) - base) for p in pids)
+        return total > self.cfg["memory_mb"] << 20
 
     def after_reply(self):
         """Cleanup kept off the reply's path: reap, kill leftovers, wipe scratch, reseed RNGs."""
@@ -450,7 +466,7 @@ class Server:
         poller = select.poll()
         for fd in sinks:
             poller.register(fd, select.POLLIN)
-        finished = not lost and _pump(poller, sinks, start + self.cfg["timeout_s"] + SESSION_SLACK_S)
+        finished = not lost and _pump(poller, sinks, start + self.cfg["timeout_s"] + SESSION_SLACK_S) == DONE
         _close_all(sinks)
         reply = _parse_status(status)
         if lost or not finished or "exit_code" not in reply:
@@ -459,18 +475,24 @@ class Server:
         return _with_output(reply, out, err)
 
 
-def _pump(poller, sinks, deadline, pidfd=None):
+def _pump(poller, sinks, deadline, pidfd=None, over_memory=None):
     """Feed pipe data to `sinks` until every pipe hits EOF or `pidfd` fires (the process exited).
 
-    Returns False when the deadline passes first.
+    Returns DONE, DEADLINE, or OVER_MEMORY when `over_memory()` (checked every WATCH_S) says so.
     """
+    checked = time.monotonic()
     while sinks:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        for fd, _ in poller.poll(remaining * 1000):
+        now = time.monotonic()
+        if now >= deadline:
+            return DEADLINE
+        if over_memory is not None and now - checked >= WATCH_S:
+            checked = now
+            if over_memory():
+                return OVER_MEMORY
+        wait = deadline - now if over_memory is None else min(deadline - now, WATCH_S)
+        for fd, _ in poller.poll(wait * 1000):
             if fd == pidfd:
-                return True
+                return DONE
             data = os.read(fd, CHUNK)
             if data:
                 sinks[fd](data)
@@ -478,7 +500,15 @@ def _pump(poller, sinks, deadline, pidfd=None):
                 poller.unregister(fd)
                 os.close(fd)
                 del sinks[fd]
-    return True
+    return DONE
+
+
+def _resident_bytes(pid):
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0  # already gone
 
 
 def _close_all(sinks):

@@ -13,7 +13,8 @@ class ExecutionResult:
     `exit_code` is the interpreter's exit status (None when a signal ended the snippet; see
     `signal`). `timed_out` covers both the wall-clock deadline and the CPU-time limit.
     `memory_exceeded` means the snippet died of an uncaught `MemoryError` (the address-space
-    limit). `stdout`/`stderr` are capped: past `max_output_bytes`, the head and the tail are
+    limit of one process) or was killed because its processes together held more than
+    `memory_mb`. `stdout`/`stderr` are capped: past `max_output_bytes`, the head and the tail are
     kept around a marker line and the `*_truncated` flag is set; `*_bytes` count everything
     the snippet wrote. `error` is set only when the sandbox itself failed (jail crashed,
     missed its deadline, could not start); the snippet's own failures are not errors.

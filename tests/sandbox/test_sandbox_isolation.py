@@ -82,6 +82,20 @@ def test_memory_bomb_is_killed_and_reported(pool, same_jails):
     assert r.memory_exceeded
 
 
+def test_memory_bomb_spread_over_processes_is_killed(pool, same_jails, test_config):
+    """RLIMIT_AS bounds each process; PID 1 also caps what all of a snippet's processes add up to."""
+    r = pool.execute(
+        "import os, time\n"
+        "for _ in range(8):\n"
+        "    if os.fork() == 0:\n"
+        "        hog = b'x' * (300 << 20)\n"  # 8 x 300 MB resident, each under the 512 MB RLIMIT_AS
+        "        time.sleep(100)\n"
+        "time.sleep(100)"
+    )
+    assert r.memory_exceeded and r.signal == signal.SIGKILL and not r.timed_out
+    assert r.duration_s < test_config.timeout_s
+
+
 def test_busy_loop_is_killed_by_the_cpu_limit(pool, same_jails, test_config):
     r = pool.execute("while True:\n    pass")
     assert r.timed_out and r.signal == signal.SIGXCPU
