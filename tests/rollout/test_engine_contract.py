@@ -1,0 +1,446 @@
+"""The rollout-engine contract (``torl_rllib/rollout/engine.py``), checked on every engine.
+
+The contract suite runs on the HF engine always and on the vLLM engine where vLLM and a CUDA GPU
+are present, both with the same tiny random Qwen2 model. The vLLM mapping functions and the
+engine's event-loop plumbing are also unit-tested on CPU against stand-ins shaped like vLLM
+0.33.0's objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import os
+import sys
+import threading
+import types
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from torl_rllib.rollout.engine import GenerationOutput, SamplingParams
+from torl_rllib.rollout.hf_engine import HFEngine
+from torl_rllib.rollout.vllm_engine import (
+    VLLMEngine,
+    engine_kwargs,
+    sampling_kwargs,
+    to_generation_output,
+)
+from torl_rllib.tiny.tokenizer import build_tokenizer
+
+PROMPTS = ["12+7=", "The answer is ", "x", "```python\nprint(3 * 4)\n```\n```output\n12\n```\n"]
+# Per-engine tolerance on logprobs recomputed by a full fp32 forward: the HF engine runs that same
+# model; vLLM runs its own kernels (in fp32 here).
+LOGPROB_TOL = {"hf": 1e-4, "vllm": 2e-3}
+
+
+def run(engine, requests: list[tuple[list[int], SamplingParams]]) -> list[GenerationOutput]:
+    """All requests at once, as concurrent trajectories would issue them."""
+
+    async def gather():
+        return await asyncio.gather(*(engine.generate(p, s) for p, s in requests))
+
+    return asyncio.run(gather())
+
+
+def recomputed_logprobs(model, prompt: list[int], out: GenerationOutput, temperature: float):
+    """log softmax(logits / T) of the sampled tokens, from one full forward pass."""
+    ids = torch.tensor([prompt + out.token_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    return logprobs.gather(-1, torch.tensor(out.token_ids).unsqueeze(-1)).squeeze(-1).tolist()
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    """A tiny random Qwen2 (hidden 32, 2 layers) saved with its tokenizer, as vLLM loads models."""
+    eos = tokenizer.eos_token_id
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=256,
+        tie_word_embeddings=True,
+        initializer_range=0.2,  # next-token distributions far from uniform
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def load_model(model_dir: str) -> Qwen2ForCausalLM:
+    return Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    """The model on CPU in fp32, to recompute logprobs."""
+    return load_model(model_dir)
+
+
+def _vllm_skip_reason() -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (pip install 'torl-rllib[vllm]' on a GPU machine)"
+    if not torch.cuda.is_available():
+        return "the vLLM engine needs a CUDA GPU"
+    return None
+
+
+@pytest.fixture(scope="module", params=["hf", "vllm"])
+def engine(request, model_dir, tokenizer):
+    if request.param == "hf":
+        built = HFEngine(load_model(model_dir), tokenizer, max_batch_size=8)
+    else:
+        if reason := _vllm_skip_reason():
+            pytest.skip(reason)
+        built = VLLMEngine(
+            model_dir, dtype="float32", gpu_memory_utilization=0.2, max_model_len=256,
+            enforce_eager=True, enable_prefix_caching=True,
+        )
+    built.name = request.param
+    yield built
+    built.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer):
+    return [tokenizer.encode(text) for text in PROMPTS]
+
+
+# ---- the contract ---------------------------------------------------------------------------
+
+
+def test_lengths_logprobs_and_finish_reasons(engine, prompts, tokenizer):
+    params = SamplingParams(max_new_tokens=40)
+    requests = [(p, dataclasses.replace(params, seed=seed)) for seed in range(4) for p in prompts]
+    outputs = run(engine, requests)
+    eos = tokenizer.eos_token_id
+    for out in outputs:
+        assert len(out.token_ids) == len(out.logprobs) >= 1
+        assert len(out.token_ids) <= params.max_new_tokens
+        assert all(lp <= 0.0 for lp in out.logprobs)
+        assert eos not in out.token_ids[:-1]
+        if out.finish_reason == "eos":
+            assert out.token_ids[-1] == eos
+        else:
+            assert out.finish_reason == "length"
+            assert len(out.token_ids) == params.max_new_tokens
+    assert {out.finish_reason for out in outputs} == {"eos", "length"}
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 3])
+def test_max_new_tokens_is_honoured(engine, prompts, max_new_tokens):
+    params = SamplingParams(max_new_tokens=max_new_tokens, seed=1)
+    for out in run(engine, [(p, params) for p in prompts]):
+        assert 1 <= len(out.token_ids) <= max_new_tokens
+        assert out.finish_reason == "length" or out.finish_reason == "eos"
+
+
+def test_stop_string_ends_generation_with_its_tokens(engine, prompts, tokenizer):
+    params = SamplingParams(max_new_tokens=30, seed=11)
+    prompt = prompts[0]
+    (reference,) = run(engine, [(prompt, params)])
+    ids = reference.token_ids
+    # A two-character stop string from the reference continuation (ordinary characters only:
+    # engines may render special tokens differently), and where it first completes.
+    k = next(i for i in range(2, len(ids) - 1) if min(ids[i], ids[i + 1]) >= 2)
+    stop = tokenizer.decode(ids[k : k + 2])
+    end = next(e for e in range(1, len(ids) + 1) if stop in tokenizer.decode(ids[:e]))
+
+    (out,) = run(engine, [(prompt, dataclasses.replace(params, stop=(stop, "no such text")))])
+    assert out.finish_reason == "stop"
+    assert out.token_ids == ids[:end]  # the stop string's tokens included, nothing after
+    assert stop in tokenizer.decode(out.token_ids[-len(stop) :])
+    assert stop not in tokenizer.decode(out.token_ids[:-1])
+    assert out.logprobs == pytest.approx(reference.logprobs[:end], abs=1e-4)
+
+
+def test_same_seed_same_tokens_whatever_the_batch(engine, prompts):
+    params = SamplingParams(max_new_tokens=20, seed=7)
+    target = prompts[1]
+    (alone,) = run(engine, [(target, params)])
+    crowd = run(
+        engine,
+        [(prompts[0], dataclasses.replace(params, seed=1)), (target, params),
+         (prompts[3], dataclasses.replace(params, seed=2)), (prompts[2], params)],
+    )
+    assert crowd[1].token_ids == alone.token_ids
+    assert crowd[1].logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+    (reseeded,) = run(engine, [(target, dataclasses.replace(params, seed=8))])
+    assert reseeded.token_ids != alone.token_ids
+
+
+def test_logprobs_are_the_models_tempered_log_softmax(engine, prompts, reference):
+    temperature = 0.7
+    params = SamplingParams(max_new_tokens=16, temperature=temperature, seed=3)
+    outputs = run(engine, [(p, params) for p in prompts])
+    for prompt, out in zip(prompts, outputs):
+        expected = recomputed_logprobs(reference, prompt, out, temperature)
+        assert out.logprobs == pytest.approx(expected, abs=LOGPROB_TOL[engine.name])
+
+
+def test_load_weights_replaces_the_policy(engine, prompts, model_dir):
+    params = SamplingParams(max_new_tokens=16, seed=5)
+    before = run(engine, [(p, params) for p in prompts])
+    original = {k: v.clone() for k, v in load_model(model_dir).state_dict().items()}
+    changed = load_model(model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in changed.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    try:
+        engine.load_weights(changed.state_dict())
+        after = run(engine, [(p, params) for p in prompts])
+        assert [o.token_ids for o in after] != [o.token_ids for o in before]
+        for prompt, out in zip(prompts, after):
+            expected = recomputed_logprobs(changed, prompt, out, 1.0)
+            assert out.logprobs == pytest.approx(expected, abs=LOGPROB_TOL[engine.name])
+    finally:
+        engine.load_weights(original)
+    restored = run(engine, [(p, params) for p in prompts])
+    assert [o.token_ids for o in restored] == [o.token_ids for o in before]
+
+
+# ---- vLLM mapping, with stand-ins shaped like vllm/outputs.py and vllm/logprobs.py ---------
+
+
+def completion(token_ids, finish_reason="length", stop_reason=None, logprobs="sampled"):
+    """A stand-in ``CompletionOutput``: ``logprobs`` is one ``{token_id: Logprob}`` per token."""
+    if logprobs == "sampled":
+        logprobs = [
+            {t: types.SimpleNamespace(logprob=-0.5 - i, rank=1)} for i, t in enumerate(token_ids)
+        ]
+    return types.SimpleNamespace(
+        index=0, text="", token_ids=token_ids, cumulative_logprob=None, logprobs=logprobs,
+        finish_reason=finish_reason, stop_reason=stop_reason,
+    )
+
+
+@pytest.mark.parametrize(
+    "finish_reason, stop_reason, expected",
+    [("length", None, "length"), ("stop", "```output", "stop"),
+     ("stop", None, "eos"), ("stop", 151645, "eos")],  # an int: a generation-config EOS id
+)
+def test_finish_reason_mapping(finish_reason, stop_reason, expected):
+    out = to_generation_output(completion([5, 6, 7], finish_reason, stop_reason))
+    assert out.finish_reason == expected
+    assert out.token_ids == [5, 6, 7]
+    assert out.logprobs == [-0.5, -1.5, -2.5]
+
+
+@pytest.mark.parametrize("finish_reason", ["abort", "error", "repetition", None])
+def test_unfinished_or_failed_requests_raise(finish_reason):
+    with pytest.raises(RuntimeError, match="finish_reason"):
+        to_generation_output(completion([5], finish_reason))
+
+
+def test_logprob_of_the_sampled_token_is_picked():
+    Logprob = lambda lp: types.SimpleNamespace(logprob=lp, rank=None)  # noqa: E731
+    positions = [{9: Logprob(-0.1), 4: Logprob(-2.0)}, {8: Logprob(-0.3), 3: Logprob(-1.25)}]
+    out = to_generation_output(completion((4, 3), logprobs=positions))
+    assert out.token_ids == [4, 3]
+    assert out.logprobs == [-2.0, -1.25]
+
+
+@pytest.mark.parametrize("logprobs", [None, [{5: types.SimpleNamespace(logprob=-1.0)}]])
+def test_missing_logprobs_raise(logprobs):
+    with pytest.raises(RuntimeError, match="logprobs"):
+        to_generation_output(completion([5, 6], logprobs=logprobs))
+
+
+def test_sampling_kwargs():
+    params = SamplingParams(max_new_tokens=9, temperature=0.6, stop=("```output",), seed=42)
+    kwargs = sampling_kwargs(params)
+    assert kwargs == {
+        "n": 1, "max_tokens": 9, "temperature": 0.6, "top_p": 1.0, "top_k": 0, "seed": 42,
+        "stop": ["```output"], "include_stop_str_in_output": True, "skip_special_tokens": False,
+        "logprobs": 0,
+    }
+    assert sampling_kwargs(SamplingParams(max_new_tokens=1))["seed"] is None
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [(dict(top_p=0.9), "top_p=1 and top_k=0"), (dict(top_k=20), "top_p=1 and top_k=0"),
+     (dict(temperature=0.005), "temperatures"), (dict(temperature=2.5), "temperatures")],
+)
+def test_sampling_kwargs_reject_what_breaks_the_logprob_contract(params, match):
+    with pytest.raises(ValueError, match=match):
+        sampling_kwargs(SamplingParams(max_new_tokens=4, **params))
+
+
+def test_temperature_bounds_are_accepted():
+    for temperature in (0.01, 2.0):
+        kwargs = sampling_kwargs(SamplingParams(max_new_tokens=4, temperature=temperature))
+        assert kwargs["temperature"] == temperature
+
+
+def test_engine_kwargs():
+    given = {"gpu_memory_utilization": 0.5, "logprobs_mode": "processed_logprobs"}
+    kwargs = engine_kwargs("/models/m", given)
+    assert kwargs == {
+        "model": "/models/m", "gpu_memory_utilization": 0.5,
+        "logprobs_mode": "processed_logprobs", "skip_tokenizer_init": False,
+    }
+    for bad in ({"logprobs_mode": "raw_logprobs"}, {"skip_tokenizer_init": True}):
+        with pytest.raises(ValueError, match="requires"):
+            engine_kwargs("/models/m", bad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_missing_vllm_says_how_to_install():
+    assert VLLMEngine.holds_own_weights is True
+    with pytest.raises(ImportError, match=r"pip install 'torl-rllib\[vllm\]'"):
+        VLLMEngine("/models/m")
+
+
+# ---- VLLMEngine's plumbing, against a stand-in vLLM -----------------------------------------
+
+
+class FakeAsyncLLM:
+    """Mimics ``vllm.v1.engine.async_llm.AsyncLLM`` where VLLMEngine touches it, and checks
+    that every call runs on the event loop that created it (as AsyncLLM's tasks require)."""
+
+    instances: list["FakeAsyncLLM"] = []
+
+    def __init__(self, args):
+        self.args = args
+        self.loop = asyncio.get_running_loop()
+        self.model_config = types.SimpleNamespace(dtype=torch.bfloat16)
+        self.in_flight = self.max_in_flight = 0
+        self.rpcs, self.resets, self.closed, self.aborted = [], [], False, []
+        FakeAsyncLLM.instances.append(self)
+
+    @classmethod
+    def from_engine_args(cls, args):
+        return cls(args)
+
+    async def generate(self, prompt, sampling_params, request_id):
+        assert asyncio.get_running_loop() is self.loop
+        assert sampling_params.output_kind == "FINAL_ONLY"
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05 if sampling_params.max_tokens < 100 else 60)
+        except asyncio.CancelledError:
+            self.aborted.append(request_id)
+            raise
+        finally:
+            self.in_flight -= 1
+        ids = [t + 1 for t in prompt["prompt_token_ids"]][: sampling_params.max_tokens]
+        yield types.SimpleNamespace(outputs=[completion(ids)], finished=True)
+
+    async def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        from safetensors.torch import load_file
+
+        assert asyncio.get_running_loop() is self.loop
+        files = os.listdir(kwargs["weights_path"])
+        staged = load_file(os.path.join(kwargs["weights_path"], files[0]))
+        self.rpcs.append((method, kwargs, files, staged))
+        return [None]
+
+    async def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
+        self.resets.append(reset_running_requests)
+        return True
+
+    def shutdown(self):
+        assert asyncio.get_running_loop() is self.loop
+        self.closed = True
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """Stand-in ``vllm`` modules exposing what VLLMEngine imports."""
+
+    class FakeSamplingParams(types.SimpleNamespace):
+        pass
+
+    modules = {
+        "vllm": dict(
+            AsyncEngineArgs=lambda **kw: kw, SamplingParams=FakeSamplingParams, TokensPrompt=dict
+        ),
+        "vllm.v1": {}, "vllm.v1.engine": {},
+        "vllm.v1.engine.async_llm": dict(AsyncLLM=FakeAsyncLLM),
+        "vllm.sampling_params": dict(
+            RequestOutputKind=types.SimpleNamespace(FINAL_ONLY="FINAL_ONLY")
+        ),
+    }
+    for name, attrs in modules.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    FakeAsyncLLM.instances.clear()
+    yield
+    for llm in FakeAsyncLLM.instances:
+        assert llm.closed, "the engine was not shut down"
+
+
+def test_engine_batches_concurrent_requests_across_caller_loops(fake_vllm):
+    engine = VLLMEngine("/models/m", gpu_memory_utilization=0.3)
+    try:
+        (llm,) = FakeAsyncLLM.instances
+        assert llm.args == {"model": "/models/m", "gpu_memory_utilization": 0.3,
+                            "logprobs_mode": "processed_logprobs", "skip_tokenizer_init": False}
+        assert llm.loop is engine._loop and llm.loop.is_running()  # the engine's own loop
+        for _ in range(2):  # one asyncio.run per rollout, as the env runner does
+            outputs = engine.generate_batch([[1, 2], [3], [4, 5, 6]], SamplingParams(2))
+            assert [o.token_ids for o in outputs] == [[2, 3], [4], [5, 6]]
+            assert all(o.finish_reason == "length" for o in outputs)
+        assert llm.max_in_flight == 3  # all in the engine at once: no batch barrier
+    finally:
+        engine.shutdown()
+    assert not engine._thread.is_alive()
+    engine.shutdown()  # idempotent
+
+
+def test_cancelling_a_trajectory_aborts_its_request(fake_vllm):
+    engine = VLLMEngine("/models/m")
+    try:
+        async def cancel_one():
+            slow = asyncio.ensure_future(engine.generate([1], SamplingParams(max_new_tokens=500)))
+            fast = await engine.generate([7], SamplingParams(max_new_tokens=4))
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            return fast
+
+        assert asyncio.run(cancel_one()).token_ids == [8]
+        (llm,) = FakeAsyncLLM.instances
+        for _ in range(100):
+            if llm.aborted:
+                break
+            threading.Event().wait(0.01)
+        assert len(llm.aborted) == 1
+    finally:
+        engine.shutdown()
+
+
+def test_load_weights_stages_hf_names_and_reloads(fake_vllm, tmp_path):
+    engine = VLLMEngine("/models/m", weights_dir=str(tmp_path))
+    try:
+        shared = torch.randn(4, 3)
+        state = {"model.embed_tokens.weight": shared, "lm_head.weight": shared,  # tied
+                 "model.norm.weight": torch.ones(3, dtype=torch.float64), "step": torch.tensor(3)}
+        engine.load_weights(state)
+        (llm,) = FakeAsyncLLM.instances
+        ((method, kwargs, files, loaded),) = llm.rpcs
+        assert method == "reload_weights" and kwargs["is_checkpoint_format"] is True
+        assert files == ["model.safetensors"]
+        assert set(loaded) == set(state)
+        assert loaded["lm_head.weight"].dtype == torch.bfloat16  # cast to the engine's dtype
+        torch.testing.assert_close(loaded["lm_head.weight"], shared.to(torch.bfloat16))
+        assert loaded["step"].dtype == torch.int64
+        assert llm.resets == [True]  # no KV computed by the old weights survives
+        assert os.listdir(tmp_path) == []  # the staging file is gone
+    finally:
+        engine.shutdown()

@@ -1,0 +1,247 @@
+"""The vLLM rollout engine (GPU): continuous batching through vLLM's ``AsyncLLM``.
+
+Written against vLLM 0.33.0's public API; the comments name the module each choice relies on.
+
+* Token in, token out: prompts go in as ``TokensPrompt`` ids, nothing is re-tokenized.
+* Every ``generate`` call is its own vLLM request, added to the running engine as soon as it
+  arrives (continuous batching: no batch barrier, a trajectory waiting for its tool call holds
+  nobody back).
+* ``AsyncLLM`` binds its background tasks and ZMQ sockets to the event loop that first uses it
+  (``vllm/v1/engine/async_llm.py: AsyncLLM._run_output_handler``,
+  ``vllm/v1/engine/core_client.py: AsyncMPClient._ensure_output_queue_task``), while our callers
+  run a fresh ``asyncio.run`` per rollout. So the engine owns one event loop in a daemon thread,
+  creates ``AsyncLLM`` there, and every call from any caller loop is forwarded to it.
+* The mapping between our types and vLLM's is pure module-level functions
+  (:func:`engine_kwargs`, :func:`sampling_kwargs`, :func:`to_generation_output`), unit-tested
+  on CPU without vLLM.
+
+Batch invariance: each seeded request samples from its own ``torch.Generator``
+(``vllm/v1/sample/ops/topk_topp_sampler.py: random_sample``), so its random draws do not depend
+on the batch; its logits can still differ in the last bits with batch composition unless vLLM
+runs with ``VLLM_BATCH_INVARIANT=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+import uuid
+from typing import Any, Mapping, Sequence
+
+from torl_rllib.rollout.engine import FinishReason, GenerationOutput, RolloutEngine, SamplingParams
+
+__all__ = ["VLLMEngine", "engine_kwargs", "sampling_kwargs", "to_generation_output"]
+
+# ``vllm/config/model.py: ModelConfig.logprobs_mode``. "raw_logprobs" (vLLM's default) is
+# log_softmax(logits) *before* temperature; "processed_logprobs" is log_softmax of the logits
+# the sampler draws from: after temperature, after top-k/top-p masking
+# (``vllm/v1/sample/sampler.py: Sampler.sample``; ``topk_topp_sampler.py: forward_native``).
+# Our contract wants log_softmax(logits / T) before truncation: "processed_logprobs" is exactly
+# that when top-k/top-p are off (the masking is then a no-op, ``apply_top_k_top_p`` returns the
+# logits unchanged), which :func:`sampling_kwargs` enforces. (The processed modes also keep vLLM
+# off FlashInfer's sampler, which cannot return them: ``TopKTopPSampler.__init__``.)
+LOGPROBS_MODE = "processed_logprobs"
+# Engine options the contract depends on: the logprobs above, and a tokenizer in the engine,
+# without which vLLM's detokenizer is a no-op and stop strings silently never match
+# (``vllm/v1/engine/detokenizer.py: IncrementalDetokenizer.from_new_request``).
+_FIXED_ENGINE_KWARGS = {"logprobs_mode": LOGPROBS_MODE, "skip_tokenizer_init": False}
+# vLLM clamps temperatures below 0.01 up to 0.01 with only a warning (and treats < 1e-5 as
+# greedy) and rejects those above 2 (``vllm/sampling_params.py: SamplingParams.__post_init__``,
+# ``_verify_args``); a clamped temperature would silently break the logprob contract.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0
+
+
+def engine_kwargs(model_path: str, vllm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``vllm.AsyncEngineArgs`` keyword arguments: the caller's plus what the contract needs."""
+    for key, value in _FIXED_ENGINE_KWARGS.items():
+        if key in vllm_kwargs and vllm_kwargs[key] != value:
+            raise ValueError(f"VLLMEngine requires {key}={value!r}, got {vllm_kwargs[key]!r}")
+    return {"model": model_path, **vllm_kwargs, **_FIXED_ENGINE_KWARGS}
+
+
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments for one of our requests."""
+    if params.top_p < 1.0 or params.top_k:
+        # With truncation on, "processed_logprobs" are renormalized over the kept tokens and no
+        # vLLM logprobs mode returns the pre-truncation value the contract (and the learner) uses.
+        raise ValueError(
+            "VLLMEngine supports top_p=1 and top_k=0 only (got top_p="
+            f"{params.top_p}, top_k={params.top_k}): vLLM cannot return the pre-truncation "
+            "log-probabilities the learner recomputes; use the HF engine for top-p/top-k"
+        )
+    if not MIN_TEMPERATURE <= params.temperature <= MAX_TEMPERATURE:
+        raise ValueError(
+            f"vLLM samples at temperatures in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] only, "
+            f"got {params.temperature}"
+        )
+    return {
+        "n": 1,
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": 1.0,
+        "top_k": 0,  # vLLM 0.33: 0 disables top-k (-1 is still accepted, 0 preferred)
+        "seed": params.seed,  # None: vLLM's global stream; an int: a per-request generator
+        "stop": list(params.stop),
+        # Stop strings are checked on the detokenized text, and the token that completes one is
+        # kept in ``token_ids`` either way: the detokenizer only drops tokens sampled *after*
+        # it (``detokenizer.py: BaseIncrementalDetokenizer.update`` keeps
+        # ``bisect_left(token_offsets, stop_end)`` new tokens;
+        # ``output_processor.py: OutputProcessor._trim_surplus_tokens`` trims logprobs alike).
+        # Including the stop string also keeps ``text`` equal to the decoded ``token_ids``.
+        "include_stop_str_in_output": True,
+        # Match stop strings on the text of *all* sampled tokens, special ones rendered, as the
+        # HF engine does (vLLM's default skips them, so "a<unk>b" would match the stop "ab").
+        "skip_special_tokens": False,
+        "logprobs": 0,  # the sampled token's logprob only (vLLM always adds it to the top-0)
+    }
+
+
+def to_generation_output(completion: Any) -> GenerationOutput:
+    """A finished vLLM ``CompletionOutput`` (``vllm/outputs.py``) as a :class:`GenerationOutput`.
+
+    ``completion.logprobs`` holds one ``{token_id: Logprob}`` per generated token (a list of
+    dicts, or ``vllm.logprobs.FlatLogprobs``, which indexes the same way), containing at least
+    the sampled token.
+    """
+    token_ids = [int(t) for t in completion.token_ids]
+    if completion.logprobs is None or len(completion.logprobs) != len(token_ids):
+        raise RuntimeError("vLLM returned no per-token logprobs for every generated token")
+    logprobs = [float(position[t].logprob) for position, t in zip(completion.logprobs, token_ids)]
+    return GenerationOutput(token_ids, logprobs, _finish_reason(completion))
+
+
+def _finish_reason(completion: Any) -> FinishReason:
+    """vLLM's (finish_reason, stop_reason) as ours (``vllm/v1/core/sched/utils.py: check_stop``)."""
+    reason, stop_reason = completion.finish_reason, completion.stop_reason
+    if reason == "length":  # max_tokens reached, or max_model_len
+        return "length"
+    if reason == "stop":
+        if isinstance(stop_reason, str):  # one of our stop strings
+            return "stop"
+        # None: the tokenizer's EOS token. An int: a token of ``stop_token_ids``, which we never
+        # set, so one of the generation config's extra ``eos_token_id`` values
+        # (``SamplingParams.update_from_generation_config``). The token is in ``token_ids``.
+        return "eos"
+    raise RuntimeError(f"vLLM ended the request with finish_reason={reason!r} ({stop_reason!r})")
+
+
+class VLLMEngine(RolloutEngine):
+    """Generates with a vLLM ``AsyncLLM`` holding its own copy of the policy weights.
+
+    Args:
+        model_path: a local Hugging Face model directory (weights, config and tokenizer).
+        weights_dir: where ``load_weights`` stages the new weights for vLLM to read (default:
+            ``/dev/shm`` when writable, else the system temp directory).
+        **vllm_kwargs: any ``vllm.AsyncEngineArgs`` option, e.g. ``gpu_memory_utilization``,
+            ``tensor_parallel_size``, ``dtype``, ``max_model_len``, ``enable_prefix_caching``.
+    """
+
+    holds_own_weights = True
+
+    def __init__(self, model_path: str, *, weights_dir: str | None = None, **vllm_kwargs):
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ModuleNotFoundError as exc:
+            if exc.name != "vllm":
+                raise
+            raise ImportError(
+                "VLLMEngine needs vLLM: pip install 'torl-rllib[vllm]' on a GPU machine"
+            ) from exc
+        args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs))
+        self._weights_dir = weights_dir or (
+            "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="vllm-engine", daemon=True
+        )
+        self._thread.start()
+
+        async def start():  # created inside the engine loop, so its tasks live there
+            return AsyncLLM.from_engine_args(args)
+
+        try:
+            self._llm = self._run(start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro):
+        """Run ``coro`` on the engine loop and wait for its result (from a non-engine thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationOutput:
+        if not prompt_ids:
+            raise ValueError("prompt_ids must not be empty")
+        request = self._request(list(prompt_ids), sampling_kwargs(params))
+        # Cancelling the caller's await cancels the request's task on the engine loop, where
+        # AsyncLLM.generate catches the CancelledError and aborts the request.
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(request, self._loop))
+
+    async def _request(self, prompt_ids: list[int], kwargs: dict[str, Any]) -> GenerationOutput:
+        from vllm import SamplingParams as VLLMSamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        sampling = VLLMSamplingParams(**kwargs, output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async for final in self._llm.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id=uuid.uuid4().hex
+        ):
+            pass  # FINAL_ONLY: one output, when the request finishes
+        return to_generation_output(final.outputs[0])
+
+    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Push HF-named tensors into the running engine.
+
+        The tensors are staged as one safetensors file (cast to the engine's dtype) and every
+        worker reloads from it with its own ``reload_weights`` (``vllm/v1/worker/gpu_worker.py``
+        → ``model_executor/model_loader/reload/inplace.py``: ``model.load_weights`` over the
+        checkpoint-format names, sharding for tensor parallelism, then post-processing), called
+        through ``AsyncLLM.collective_rpc``. The file hop is needed because collective_rpc
+        arguments cross to the engine-core process as msgpack (``vllm/v1/serial_utils.py``),
+        which does not rebuild tensors in untyped arguments. Requests in flight are preempted
+        and recomputed, and the prefix cache is dropped, so no KV computed by the old weights
+        is reused (``AsyncLLM.reset_prefix_cache(reset_running_requests=True)``). Workers must
+        share this machine's file system (single node), and the engine must have been loaded
+        with a reloadable ``load_format`` (the default is; ``dummy`` is not).
+        """
+        from safetensors.torch import save_file
+
+        dtype = self._llm.model_config.dtype
+        # copy=True also unties shared tensors (tied embeddings), which safetensors refuses.
+        tensors = {
+            name: t.detach().to("cpu", dtype if t.is_floating_point() else t.dtype, copy=True)
+            .contiguous()
+            for name, t in state_dict.items()
+        }
+        staging = tempfile.TemporaryDirectory(prefix="torl-vllm-weights-", dir=self._weights_dir)
+        with staging as path:
+            save_file(tensors, os.path.join(path, "model.safetensors"))
+            del tensors
+            self._run(self._reload(path))
+
+    async def _reload(self, path: str) -> None:
+        await self._llm.collective_rpc(
+            "reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True}
+        )
+        await self._llm.reset_prefix_cache(reset_running_requests=True)
+
+    def shutdown(self) -> None:
+        if self._thread.is_alive():
+
+            async def close():
+                self._llm.shutdown()
+                await asyncio.sleep(0)  # let its cancelled output handler finish
+
+            try:
+                self._run(close())
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
