@@ -202,17 +202,23 @@ def run_snippet(code, env):
     return status
 
 
-def _stateless_child(cfg, code, out_w, err_w, status_w):
-    _isolate(cfg, out_w, err_w, keep=(status_w,))
+def _stateless_child(cfg, code_r, out_w, err_w, status_w):
+    """A snippet's process: set up ahead of time, then wait for the code (read to EOF) and run it."""
+    _isolate(cfg, out_w, err_w, keep=(code_r, status_w))
     _limit_cpu(cfg)
-    status = run_snippet(code, _fresh_globals())
+    chunks = []
+    while chunk := os.read(code_r, CHUNK):
+        chunks.append(chunk)
+    os.close(code_r)
+    status = run_snippet(b"".join(chunks).decode(), _fresh_globals())
     status["cpu_time_s"] = _cpu_time()
-    for fd in (0, 1, 2):  # EOF for the server now, before this process spends time exiting
-        try:
+    for fd in (0, 1, 2):  # EOF for the server now: an exiting process closes its files only
+        try:  # after unmapping its memory, which takes about a millisecond
             os.close(fd)
         except OSError:
             pass
     write_all(status_w, json.dumps(status).encode())
+    os.close(status_w)
     os._exit(status["exit_code"])
 
 
@@ -304,6 +310,7 @@ class Server:
         self.sessions = {}
         self._unreaped = None  # a finished snippet's pid, reaped after the reply
         self._dirty = False  # scratch dirs to wipe after the reply
+        self._next = None  # (pid, code_w, out_r, err_r, status_r) of the process forked ahead
 
     def handle(self, req):
         op = req.get("op")
@@ -324,15 +331,7 @@ class Server:
 
     def execute(self, code):
         start = time.monotonic()
-        (out_r, out_w), (err_r, err_w), (st_r, st_w) = os.pipe(), os.pipe(), os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _stateless_child(self.cfg, code, out_w, err_w, st_w)
-            finally:
-                os._exit(70)
-        for fd in (out_w, err_w, st_w):
-            os.close(fd)
+        pid, out_r, err_r, st_r = self._hand_over(code.encode())
         self._dirty = True
         out, err, raw = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
         sinks = {out_r: out.feed, err_r: err.feed, st_r: raw.extend}
@@ -381,19 +380,48 @@ class Server:
         total = sum(max(0, _resident_bytes(p) - base) for p in pids)
         return total > self.cfg["memory_mb"] << 20
 
+    def _fork_child(self):
+        """Fork the next snippet's process; it sets itself up and blocks reading its code."""
+        (code_r, code_w), (out_r, out_w), (err_r, err_w), (st_r, st_w) = (os.pipe() for _ in range(4))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _stateless_child(self.cfg, code_r, out_w, err_w, st_w)
+            finally:
+                os._exit(70)
+        for fd in (code_r, out_w, err_w, st_w):
+            os.close(fd)
+        return pid, code_w, out_r, err_r, st_r
+
+    def _hand_over(self, code):
+        """Give `code` to the process forked ahead of time (a new one if that one is gone)."""
+        child, self._next = self._next, None
+        if child is not None:
+            try:
+                return _send_code(child, code)
+            except OSError:  # it died while waiting
+                _discard(child)
+        return _send_code(self._fork_child(), code)
+
     def after_reply(self):
-        """Cleanup kept off the reply's path: reap, kill leftovers, wipe scratch, reseed RNGs."""
+        """Work kept off the reply's path: reap, kill leftovers, wipe scratch, reseed, fork ahead."""
         pid, self._unreaped = self._unreaped, None
         if pid is not None:
             self._end_snippet(pid)
+        self._reap()
         if self._dirty:
             self._dirty = False
             for path in self.cfg["scratch"]:
                 for entry in os.scandir(path):
                     _force_remove(entry.path)
-        self._reap()
-        # Children inherit PID 1's RNG state: a fresh one for every fork to come.
-        _reseed_rngs()
+            # Children inherit PID 1's RNG state: a fresh one for each. Then the next snippet's
+            # process is forked and set up now, while the host reads this reply.
+            _reseed_rngs()
+            self._next = self._fork_child()
+
+    def shutdown(self):
+        if self._next is not None:
+            _discard(self._next)
 
     def _end_snippet(self, pid):
         """Kill what the snippet left running, reap it; returns its wait status and rusage."""
@@ -473,6 +501,30 @@ class Server:
             self.sessions.pop(sid).close()
             reply = {"error": f"session {sid} lost (its holder died or hung)", "timed_out": not finished}
         return _with_output(reply, out, err)
+
+
+def _send_code(child, code):
+    """Write the code and close the pipe (EOF starts the snippet); returns (pid, out_r, err_r, status_r)."""
+    pid, code_w, *outputs = child
+    try:
+        write_all(code_w, code)
+    finally:
+        os.close(code_w)
+    return (pid, *outputs)
+
+
+def _discard(child):
+    pid, code_w, *outputs = child
+    os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    for fd in (code_w, *outputs):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _pump(poller, sinks, deadline, pidfd=None, over_memory=None):
@@ -572,17 +624,20 @@ def _serve(cfg, ctl_in, ctl_out):
     gc.freeze()  # keeps the children's garbage collector off the shared (copy-on-write) pages
     server = Server(cfg)
     write_all(ctl_out, encode_frame({"ready": True, "python": sys.version.split()[0], "pid": os.getpid()}))
-    while True:
-        req = read_frame(ctl_in)
-        if req is None:
-            return 0
-        try:
-            reply = server.handle(req)
-        except Exception as exc:
-            reply = {"error": f"jail server: {exc!r}"}
-        reply["id"] = req.get("id")
-        write_all(ctl_out, encode_frame(reply))
-        server.after_reply()
+    try:
+        while True:
+            req = read_frame(ctl_in)
+            if req is None:
+                return 0
+            try:
+                reply = server.handle(req)
+            except Exception as exc:
+                reply = {"error": f"jail server: {exc!r}"}
+            reply["id"] = req.get("id")
+            write_all(ctl_out, encode_frame(reply))
+            server.after_reply()
+    finally:
+        server.shutdown()
 
 
 if __name__ == "__main__":

@@ -36,21 +36,27 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in f.read().split()]
 
 
+def _settled(pid: int) -> bool:
+    """PID 1 has exactly one child, the process forked ahead for the next snippet, which has no
+    children of its own, and /tmp is empty."""
+    kids = _children(pid)
+    return len(kids) == 1 and _children(kids[0]) == [] and os.listdir(f"/proc/{pid}/root/tmp") == []
+
+
 @pytest.fixture
 def same_jails(pool):
     """After the test, the same jails (no restart) serve correctly, with nothing left behind.
 
-    Checked from the host: no process under any jail's PID 1, an empty /tmp in every jail.
+    Checked from the host: no leftover process under any jail's PID 1, an empty /tmp in every jail.
     """
     before = pool.server_pids()
     assert all(before)
     yield before
     assert pool.server_pids() == before, "a jail was restarted"
     assert [r.stdout for r in pool.execute_batch(["print(6*7)"] * 4)] == ["42\n"] * 4
-    # PID 1 replies first, then reaps the finished snippet and wipes /tmp: give it a moment.
+    # PID 1 replies first, then reaps the finished snippet, wipes /tmp, forks the next process.
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and any(_children(p) or os.listdir(f"/proc/{p}/root/tmp") for p in before):
+    while time.monotonic() < deadline and not all(_settled(pid) for pid in before):
         time.sleep(0.01)
     for pid in before:
-        assert _children(pid) == [], "a jailed process outlived its snippet"
-        assert os.listdir(f"/proc/{pid}/root/tmp") == [], "a file outlived its snippet"
+        assert _settled(pid), f"leftovers in jail {pid}: {_children(pid)}, {os.listdir(f'/proc/{pid}/root/tmp')}"
