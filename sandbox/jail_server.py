@@ -5,9 +5,11 @@ starts it as `python -I -c <this source> <json config>`; requests and replies ar
 JSON frames on fds 0 and 1. The host imports this module too, for `encode_frame`/`HEADER`, so
 both ends share one definition of the protocol.
 
-Per snippet: a forked child with fresh globals, reseeded RNGs, its own session, no access to the
-control pipes, RLIMIT_CPU/AS/FSIZE, stdout and stderr capped (head and tail kept), a wall-clock
-deadline. Afterwards every other process in the jail is killed and the scratch dirs are wiped.
+Per snippet: a child forked (and set up) ahead of the request, with fresh globals, its own RNG
+state and session, no access to the control pipes, RLIMIT_CPU/AS/FSIZE; stdout and stderr capped
+(head and tail kept); a wall-clock deadline and a memory cap over all its processes. PID 1 replies
+as soon as the snippet reports, then kills every other process in the jail, wipes the scratch
+dirs, and forks the next snippet's process while the host reads the reply.
 
 Sessions (optional): a holder process keeps a globals dict; each turn forks the holder, and the
 turn's process becomes the new holder when it finishes. A turn that is killed (deadline, CPU
@@ -35,11 +37,11 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20
 CHUNK = 1 << 16
 DRAIN_S = 1.0  # after the snippet is gone, how long leftover output may take to arrive
-SESSION_SLACK_S = 1.0
+SESSION_SLACK_S = 1.0  # a session's holder enforces the turn's deadline; the server waits this much longer
 RECURSION_LIMIT = sys.getrecursionlimit()
 WATCH_S = 0.05  # how often a running snippet's total memory is checked
 PAGE = os.sysconf("SC_PAGE_SIZE")
-DONE, DEADLINE, OVER_MEMORY = "done", "deadline", "over_memory"  # a session turn's holder enforces the deadline; the server waits this much longer
+DONE, EXITED, DEADLINE, OVER_MEMORY = "done", "exited", "deadline", "over_memory"  # a session turn's holder enforces the deadline; the server waits this much longer
 
 
 def encode_frame(obj):
@@ -333,25 +335,25 @@ class Server:
         start = time.monotonic()
         pid, out_r, err_r, st_r = self._hand_over(code.encode())
         self._dirty = True
-        out, err, raw = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
-        sinks = {out_r: out.feed, err_r: err.feed, st_r: raw.extend}
-        poller = select.poll()
-        for fd in sinks:
-            poller.register(fd, select.POLLIN)
+        out, err, raw, sinks, poller = self._collector(out_r, err_r, st_r)
         pidfd = os.pidfd_open(pid)
         poller.register(pidfd, select.POLLIN)
-        watch = self._over_memory if self.pid1 else None
-        outcome = _pump(poller, sinks, start + self.cfg["timeout_s"], pidfd, watch)
-        poller.unregister(pidfd)
-        os.close(pidfd)
+        deadline = start + self.cfg["timeout_s"]
+        outcome = _pump(poller, sinks, deadline, pidfd, self._over_memory if self.pid1 else None)
         status = _parse_status(raw)
-        if outcome == DONE and not sinks and "exit_code" in status:
+        if outcome == DONE and "exit_code" in status:
             # Fast path: the snippet closed its output and reported its status. Reply now; it is
             # still unmapping its memory, and `after_reply` reaps it while the host reads the reply.
+            os.close(pidfd)
             self._unreaped = pid
             status.update(signal=None, timed_out=False)
             return _with_output(status, out, err)
-        if outcome != DONE:
+        if outcome == DONE:  # pipes closed but no status: the exit status will tell
+            exited = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]
+            outcome = EXITED if exited else DEADLINE
+        poller.unregister(pidfd)
+        os.close(pidfd)
+        if outcome != EXITED:
             os.kill(pid, signal.SIGKILL)
         wstatus, usage = self._end_snippet(pid)
         _pump(poller, sinks, time.monotonic() + DRAIN_S)  # the output still in the pipes
@@ -368,6 +370,15 @@ class Server:
             cpu_time_s=cpu,
         )
         return _with_output(status, out, err)
+
+    def _collector(self, out_r, err_r, status_r):
+        """Captures for stdout and stderr, a buffer for the status, and a poller over the three pipes."""
+        out, err, raw = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
+        sinks = {out_r: out.feed, err_r: err.feed, status_r: raw.extend}
+        poller = select.poll()
+        for fd in sinks:
+            poller.register(fd, select.POLLIN)
+        return out, err, raw, sinks, poller
 
     def _over_memory(self):
         """The jail-wide memory cap (cgroups cannot be relied on): RLIMIT_AS bounds each process,
@@ -489,14 +500,10 @@ class Server:
             lost = True
         for fd in (code_fd, out_w, err_w, st_w):
             os.close(fd)
-        out, err, status = Capture(self.cfg["max_output_bytes"]), Capture(self.cfg["max_output_bytes"]), bytearray()
-        sinks = {out_r: out.feed, err_r: err.feed, st_r: status.extend}
-        poller = select.poll()
-        for fd in sinks:
-            poller.register(fd, select.POLLIN)
+        out, err, raw, sinks, poller = self._collector(out_r, err_r, st_r)
         finished = not lost and _pump(poller, sinks, start + self.cfg["timeout_s"] + SESSION_SLACK_S) == DONE
         _close_all(sinks)
-        reply = _parse_status(status)
+        reply = _parse_status(raw)
         if lost or not finished or "exit_code" not in reply:
             self.sessions.pop(sid).close()
             reply = {"error": f"session {sid} lost (its holder died or hung)", "timed_out": not finished}
@@ -530,7 +537,8 @@ def _discard(child):
 def _pump(poller, sinks, deadline, pidfd=None, over_memory=None):
     """Feed pipe data to `sinks` until every pipe hits EOF or `pidfd` fires (the process exited).
 
-    Returns DONE, DEADLINE, or OVER_MEMORY when `over_memory()` (checked every WATCH_S) says so.
+    Returns DONE (every pipe closed), EXITED (`pidfd` fired), DEADLINE, or OVER_MEMORY when
+    `over_memory()` (checked every WATCH_S) says so.
     """
     checked = time.monotonic()
     while sinks:
@@ -544,7 +552,7 @@ def _pump(poller, sinks, deadline, pidfd=None, over_memory=None):
         wait = deadline - now if over_memory is None else min(deadline - now, WATCH_S)
         for fd, _ in poller.poll(wait * 1000):
             if fd == pidfd:
-                return DONE
+                return EXITED
             data = os.read(fd, CHUNK)
             if data:
                 sinks[fd](data)
