@@ -165,6 +165,7 @@ class WarmJail:
         return result
 
     def close_session(self, session: str) -> None:
+        """End a session's holder (no-op if unknown or the jail restarted since)."""
         if session in self.sessions and self.alive:
             self.sessions.discard(session)
             try:
@@ -175,8 +176,6 @@ class WarmJail:
     def _call(self, request: dict[str, Any]) -> ExecutionResult:
         if len(request["code"].encode()) > self.cfg.max_code_bytes:
             return ExecutionResult.failure(f"snippet longer than max_code_bytes={self.cfg.max_code_bytes}")
-        if not self.alive:
-            return ExecutionResult.failure(f"{self.name} is not running (restart failed: {self.last_stderr()})")
         start = time.monotonic()
         try:
             reply = self._roundtrip(request, self.cfg.timeout_s + self.cfg.grace_s)
@@ -190,6 +189,8 @@ class WarmJail:
             return ExecutionResult.failure(f"{self.name} sent a malformed reply: {exc}")
 
     def _roundtrip(self, request: dict[str, Any], budget_s: float) -> dict[str, Any]:
+        if not self.alive:
+            raise JailFailure(f"{self.name} is not running (restart failed: {self.last_stderr()})")
         self._next_id += 1
         request = {**request, "id": self._next_id}
         try:
