@@ -55,6 +55,6 @@ if [ ! -x "$RUNTIME/bin/python" ] || ! "$RUNTIME/bin/python" -c 'import numpy, s
   mkdir -p "$(dirname "$RUNTIME")"
   "$BASE_PY" -m venv --without-pip "$RUNTIME"
   $PIP --python "$RUNTIME/bin/python" install -q numpy sympy
-  chmod -R a+rX "$(dirname "$RUNTIME")"
 fi
+chmod -R a+rX "$(dirname "$RUNTIME")"  # every run: uid 65534 must read it (a 077 umask would break the jail)
 log "ready: $VENV (project), $RUNTIME (sandbox runtime)"
