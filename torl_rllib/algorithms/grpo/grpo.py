@@ -1,0 +1,403 @@
+"""GRPO for tool-integrated reasoning (ToRL) as an RLlib Algorithm.
+
+``GRPOConfig`` is a fluent builder like ``PPOConfig``: ``.training()`` holds GRPO's own
+hyperparameters, ``.rollout()`` the generation and tool-loop settings, ``.task()`` the
+dataset, prompt template and reward, ``.sandbox()`` the interpreter pool; the policy model
+is ``.rl_module(model_config={"path": ..., "dtype": ...})``; scale with RLlib's own
+``.env_runners(num_env_runners=...)`` and ``.learners(num_learners=...)``.
+
+``GRPO.training_step``: sample whole groups on every EnvRunner → mini-batch updates on the
+LearnerGroup → blocking weight broadcast to every EnvRunner (versioned).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import ray
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
+)
+
+from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
+from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
+from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
+from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
+
+logger = logging.getLogger(__name__)
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+ROLLOUT_ENGINES = ("hf", "vllm")
+PROMPT_STATE = "grpo_prompt_iterator"
+VERSION_STATE = "grpo_weights_version"
+# Timers (seconds, logged with window=1: the value of this step, not an EMA).
+TIMER_ROLLOUT = "rollout"
+TIMER_LEARN = "learner_update"
+TIMER_SYNC = "weight_sync"
+TIMER_STEP = "training_step"
+
+
+def build_grpo_learner_connector(input_observation_space, input_action_space):
+    """RLlib learner-connector builder (module-level so configs pickle)."""
+    return GRPOLearnerConnector()
+
+
+class GRPOConfig(AlgorithmConfig):
+    """Configuration of a ToRL GRPO run (defaults: ToRL's 1.5B recipe where it has one)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or GRPO)
+        # RLlib settings with GRPO defaults.
+        self.lr = 1e-6
+        self.grad_clip = 1.0
+        self.grad_clip_by = "global_norm"
+        self.num_epochs = 1
+        self.num_env_runners = 0
+        self.add_default_connectors_to_learner_pipeline = False
+        self._learner_connector = build_grpo_learner_connector
+        from torl_rllib.rollout.env_runner import ToolEnvRunner
+
+        self.env_runner_cls = ToolEnvRunner
+        # .training(): GRPO
+        self.group_size = 16  # G samples per prompt
+        self.prompts_per_step = 128
+        self.minibatches_per_step = 2  # optimizer steps per epoch over the step's batch
+        self.clip_eps_low = 0.2
+        self.clip_eps_high = 0.2  # > clip_eps_low = DAPO's clip-higher
+        self.loss_agg_mode = "token-mean"
+        self.scale_advantages = True  # divide by the group std (False = Dr. GRPO)
+        self.kl_coef = 0.0  # > 0 builds a frozen reference model (k3 estimator)
+        self.entropy_coef = 0.0
+        self.dynamic_sampling = False  # drop zero-variance groups from the update
+        self.overlong_mask = False  # no loss on responses cut by the length limit
+        # .rollout()
+        self.rollout_engine = "hf"
+        self.engine_max_batch_size = 64
+        self.vllm_kwargs: dict[str, Any] = {}
+        self.max_prompt_tokens = 400
+        self.max_response_tokens = 3072
+        self.temperature = 1.0
+        self.top_p = 1.0
+        self.top_k = 0
+        self.max_tool_calls = 1  # C
+        self.budget_counts_tool_output = True
+        self.observation_style = "torl"
+        # .task()
+        self.train_data: dict[str, Any] | str | None = None
+        self.prompt_template = "tir_base_0309"
+        self.reward: dict[str, Any] = {}
+        self.grade_timeout_s = 5.0
+        self.trajectories_to_log = 8
+        # .sandbox()
+        self.sandbox_config: dict[str, Any] = {}
+
+    # ---- builder sections ------------------------------------------------------------------
+    @override(AlgorithmConfig)
+    def training(
+        self, *, group_size=NotProvided, prompts_per_step=NotProvided,
+        minibatches_per_step=NotProvided, clip_eps_low=NotProvided, clip_eps_high=NotProvided,
+        loss_agg_mode=NotProvided, scale_advantages=NotProvided, kl_coef=NotProvided,
+        entropy_coef=NotProvided, dynamic_sampling=NotProvided, overlong_mask=NotProvided,
+        **kwargs,
+    ) -> "GRPOConfig":
+        """GRPO hyperparameters (plus RLlib's: ``lr``, ``grad_clip``, ``num_epochs``, ...).
+
+        Args:
+            group_size: samples per prompt (G); advantages are normalized within a group.
+            prompts_per_step: prompts per training step (split across EnvRunners).
+            minibatches_per_step: optimizer steps per epoch over one step's trajectories.
+            clip_eps_low / clip_eps_high: PPO ratio clip range ``[1-low, 1+high]``.
+            loss_agg_mode: ``token-mean`` | ``seq-mean-token-mean`` | ``seq-mean-token-sum-norm``.
+            scale_advantages: divide by the group's reward std (False: Dr. GRPO).
+            kl_coef: weight of the k3 KL to a frozen reference model (0: no reference model).
+            entropy_coef: entropy bonus weight.
+            dynamic_sampling: leave zero-variance groups out of the update (DAPO).
+            overlong_mask: no loss on truncated responses (DAPO).
+        """
+        super().training(**kwargs)
+        self._set(locals(), exclude=("kwargs",))
+        return self
+
+    def rollout(
+        self, *, rollout_engine=NotProvided, engine_max_batch_size=NotProvided,
+        vllm_kwargs=NotProvided, max_prompt_tokens=NotProvided, max_response_tokens=NotProvided,
+        temperature=NotProvided, top_p=NotProvided, top_k=NotProvided, max_tool_calls=NotProvided,
+        budget_counts_tool_output=NotProvided, observation_style=NotProvided,
+    ) -> "GRPOConfig":
+        """Generation and tool-loop settings.
+
+        Args:
+            rollout_engine: ``hf`` (embedded, CPU/GPU) or ``vllm`` (GPU).
+            engine_max_batch_size: most sequences per HF forward batch.
+            vllm_kwargs: extra ``vllm.LLM`` arguments (e.g. ``gpu_memory_utilization``).
+            max_prompt_tokens: longer prompts are skipped (counted as failed).
+            max_response_tokens: the response budget.
+            temperature / top_p / top_k: sampling (top_k 0 = off).
+            max_tool_calls: C, the most code executions per response.
+            budget_counts_tool_output: tool output counts against the budget (ToRL).
+            observation_style: ``torl`` (last error line, 128+...+128) or ``full``.
+        """
+        self._set(locals())
+        return self
+
+    def task(
+        self, *, train_data=NotProvided, prompt_template=NotProvided, reward=NotProvided,
+        grade_timeout_s=NotProvided, trajectories_to_log=NotProvided,
+    ) -> "GRPOConfig":
+        """What is learned: dataset, prompt template, reward.
+
+        Args:
+            train_data: a dataset path or ``DatasetSpec`` fields (``torl_rllib.tasks``).
+            prompt_template: a registered template name (``tir_base_0309``, ``no_tool_base``, ``chat``).
+            reward: ``RewardConfig`` fields (``correct``, ``incorrect``, ``truncation_penalty``).
+            grade_timeout_s: time bound of one grading.
+            trajectories_to_log: sample trajectories each EnvRunner reports per step.
+        """
+        self._set(locals())
+        return self
+
+    def sandbox(self, **sandbox_config) -> "GRPOConfig":
+        """``sandbox.SandboxConfig`` fields of the interpreter pool (one per node)."""
+        self.sandbox_config = {**self.sandbox_config, **sandbox_config}
+        return self
+
+    @override(AlgorithmConfig)
+    def env_runners(self, **kwargs) -> "GRPOConfig":
+        super().env_runners(**kwargs)
+        if "create_local_env_runner" not in kwargs:
+            # Sample in the driver only when there are no remote EnvRunners.
+            self.create_local_env_runner = self.num_env_runners == 0
+        return self
+
+    def _set(self, values: dict, exclude=()) -> None:
+        for name, value in values.items():
+            if name not in ("self", "__class__", *exclude) and value is not NotProvided:
+                setattr(self, name, value)
+
+    # ---- RLlib hooks -----------------------------------------------------------------------
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self):
+        from torl_rllib.modules import CausalLMModule
+
+        return RLModuleSpec(module_class=CausalLMModule)
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self):
+        from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import GRPOTorchLearner
+
+        return GRPOTorchLearner
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "kl_coef": self.kl_coef}
+
+    @property
+    def train_batch_trajectories(self) -> int:
+        return self.prompts_per_step * self.group_size
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, each as one readable line (empty when valid)."""
+        errors = []
+
+        def check(ok, message):
+            if not ok:
+                errors.append(message)
+
+        check(self.group_size >= 2, f"group_size must be >= 2 (GRPO compares samples), got {self.group_size}")
+        check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        check(self.minibatches_per_step >= 1, f"minibatches_per_step must be >= 1, got {self.minibatches_per_step}")
+        check(self.minibatches_per_step <= self.train_batch_trajectories,
+              f"minibatches_per_step ({self.minibatches_per_step}) exceeds the trajectories per step "
+              f"({self.train_batch_trajectories})")
+        check(0 <= self.clip_eps_low < 1, f"clip_eps_low must be in [0, 1), got {self.clip_eps_low}")
+        check(self.clip_eps_high >= 0, f"clip_eps_high must be >= 0, got {self.clip_eps_high}")
+        check(self.loss_agg_mode in LOSS_AGG_MODES,
+              f"loss_agg_mode {self.loss_agg_mode!r} is not one of {list(LOSS_AGG_MODES)}")
+        check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
+        check(self.rollout_engine in ROLLOUT_ENGINES,
+              f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)}")
+        check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        check(self.max_response_tokens >= 1, f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
+        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        check(self.rollout_engine != "vllm" or (self.top_p == 1.0 and self.top_k == 0),
+              "the vllm engine reports logprobs after top-p/top-k truncation, which the learner does "
+              "not recompute: use top_p=1.0 and top_k=0 with rollout_engine='vllm'")
+        check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        check(self.observation_style in ("torl", "full"),
+              f"observation_style {self.observation_style!r} is not one of ['torl', 'full']")
+        check(self.train_data is not None, "train_data is required (.task(train_data=...))")
+        check(bool((self._model_config or {}).get("path")),
+              "the policy model is required (.rl_module(model_config={'path': ...}))")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        return errors
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        errors = self.problems()
+        if errors:
+            raise ValueError("invalid GRPO config:\n  - " + "\n  - ".join(errors))
+
+
+class GRPO(Algorithm):
+    """Group Relative Policy Optimization with ToRL's tool-calling rollouts."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> GRPOConfig:
+        return GRPOConfig()
+
+    @override(Algorithm)
+    def setup(self, config: GRPOConfig) -> None:
+        from torl_rllib.tasks import load_dataset
+
+        check_schedulable(config)
+        self._sandbox_pools = start_sandbox_pools(config)
+        super().setup(config)
+        dataset = load_dataset(config.train_data)
+        self._num_skipped_rows = dataset.num_skipped
+        self._prompts = PromptIterator(dataset.problems, seed=config.seed or 0)
+        self._weights_version = 0
+        self.last_samples: list[dict] = []
+        self._sync_weights()  # every EnvRunner starts from the learner's weights
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        step_start = time.perf_counter()
+        problems = self._prompts.next_batch(self.config.prompts_per_step)
+        with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
+            episodes, rollouts = self._sample(problems)
+        summary = summarize_rollouts(rollouts, learner_version=self._weights_version)
+        summary["dataset_rows_skipped"] = self._num_skipped_rows
+        self.metrics.log_dict(summary, key=ENV_RUNNER_RESULTS, window=1)
+        self.metrics.log_value(
+            (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(episodes), reduce="lifetime_sum"
+        )
+        self.last_samples = [row for r in rollouts for row in r["samples"]]
+        if episodes:
+            with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
+                self._learn(episodes)
+            with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
+                self._weights_version += 1
+                self._sync_weights()
+        else:
+            logger.warning("step %d: no trainable trajectory (all failed or filtered)", self.iteration)
+        self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
+
+    def _sample(self, problems: list) -> tuple[list, list[dict]]:
+        """Split the step's problems over the EnvRunners; each samples its groups."""
+        ids = self.env_runner_group.healthy_env_runner_ids()
+        if not ids:
+            episodes, rollout = self.env_runner.sample_groups(problems, self.iteration)
+            return episodes, [rollout]
+        shards = [list(s) for s in np.array_split(np.arange(len(problems)), len(ids))]
+        results = self.env_runner_group.foreach_env_runner(
+            "sample_groups",
+            kwargs=[{"problems": [problems[i] for i in s], "iteration": self.iteration} for s in shards],
+            remote_worker_ids=ids, local_env_runner=False,
+        )
+        episodes = [ep for eps, _ in results for ep in eps]
+        return episodes, [rollout for _, rollout in results]
+
+    def _learn(self, episodes: list) -> None:
+        rng = np.random.default_rng([self.config.seed or 0, self.iteration])
+        for _ in range(self.config.num_epochs):
+            order = rng.permutation(len(episodes))
+            for idx in np.array_split(order, self.config.minibatches_per_step):
+                if len(idx) == 0:
+                    continue
+                minibatch = [episodes[i] for i in idx]
+                results = self.learner_group.update(
+                    episodes=minibatch,
+                    timesteps={
+                        NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                            (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0),
+                        GLOBAL_LOSS_TOKENS: float(sum(
+                            ep.get_extra_model_outputs(LOSS_MASK, 0).sum() for ep in minibatch)),
+                        GLOBAL_SEQUENCES: float(len(minibatch)),
+                    },
+                )
+                self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+    def _sync_weights(self) -> None:
+        """Blocking broadcast of the learner's weights to every EnvRunner, with a version.
+
+        RLlib's own ``sync_weights`` is fire-and-forget and can be dropped silently; here every
+        runner confirms the version it now holds, and a mismatch is an error.
+        """
+        weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        version = self._weights_version
+        held = []
+        if self.env_runner is not None:
+            held.append(self.env_runner.set_weights(weights, version))
+        ids = self.env_runner_group.healthy_env_runner_ids()
+        if ids:
+            ref = ray.put(weights)
+            held += self.env_runner_group.foreach_env_runner(
+                "set_weights", kwargs={"weights": ref, "version": version},
+                remote_worker_ids=ids, local_env_runner=False,
+            )
+        if any(v != version for v in held):
+            raise RuntimeError(f"weight sync failed: runners hold versions {held}, expected {version}")
+
+    # ---- checkpoint state --------------------------------------------------------------------
+    @override(Algorithm)
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[PROMPT_STATE] = self._prompts.get_state()
+        state[VERSION_STATE] = self._weights_version
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if PROMPT_STATE in state:
+            self._prompts.set_state(state[PROMPT_STATE])
+        if VERSION_STATE in state:
+            self._weights_version = state[VERSION_STATE]
+
+    @override(Algorithm)
+    def restore_from_path(self, path, *args, **kwargs):
+        super().restore_from_path(path, *args, **kwargs)
+        self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
+
+
+def start_sandbox_pools(config: GRPOConfig) -> list:
+    """One SandboxPool actor per node, created (and so owned) by the driver, which outlives
+    the EnvRunners that use them. Fails fast, naming the cause, when jails cannot start."""
+    if config.max_tool_calls == 0:
+        return []
+    from sandbox import SandboxConfig, SandboxPool
+
+    return SandboxPool.for_all_nodes(SandboxConfig(**config.sandbox_config))
+
+
+def check_schedulable(config: GRPOConfig) -> None:
+    """Fail fast (instead of hanging in ``build_algo()``) when the cluster cannot host the
+    requested EnvRunners and Learners."""
+    if not ray.is_initialized():
+        return
+    available = ray.cluster_resources().get("CPU", 0.0)
+    cpus_runner = config.num_cpus_per_env_runner
+    cpus_learner = config.num_cpus_per_learner
+    if cpus_learner == "auto":
+        cpus_learner = 0 if config.num_gpus_per_learner else 1
+    needed = config.num_env_runners * cpus_runner + config.num_learners * cpus_learner
+    if needed > available + 1e-9:
+        raise ValueError(
+            f"this config needs {needed:g} CPUs ({config.num_env_runners} EnvRunners x "
+            f"{cpus_runner:g} + {config.num_learners} Learners x {cpus_learner:g}) but the Ray "
+            f"cluster has {available:g}. Use fractional CPUs, e.g. "
+            f".env_runners(num_cpus_per_env_runner=0.5).learners(num_cpus_per_learner=0.5), or fewer actors."
+        )

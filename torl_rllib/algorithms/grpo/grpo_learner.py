@@ -1,0 +1,45 @@
+"""Framework-agnostic part of the GRPO Learner: the global loss normalizer.
+
+Each Learner sees only its shard of a mini-batch, and DDP averages gradients over Learners.
+For the loss to be the *global* token (or sequence) mean, the driver sends the mini-batch's
+global counts along with the update (through ``timesteps``, which every Learner receives in
+``before_gradient_based_update``), and each Learner scales its local sum by
+``num_learners / global_count``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.core.learner.learner import Learner
+from ray.rllib.utils.annotations import override
+
+# Keys the driver adds to ``timesteps`` for every mini-batch update.
+GLOBAL_LOSS_TOKENS = "grpo_global_loss_tokens"
+GLOBAL_SEQUENCES = "grpo_global_sequences"
+
+# Metric names (per module).
+CLIP_FRACTION_KEY = "clip_fraction"
+APPROX_KL_KEY = "approx_kl"  # k3 estimate of KL(sampling policy || current policy)
+REF_KL_KEY = "kl_to_ref"
+NUM_LOSS_TOKENS_KEY = "num_loss_tokens"
+
+
+class GRPOLearner(Learner):
+    """Holds the global counts of the mini-batch being learned on."""
+
+    @override(Learner)
+    def build(self) -> None:
+        super().build()
+        self._global_loss_tokens: float | None = None
+        self._global_sequences: float | None = None
+
+    @override(Learner)
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._global_loss_tokens = timesteps.get(GLOBAL_LOSS_TOKENS)
+        self._global_sequences = timesteps.get(GLOBAL_SEQUENCES)
+
+    @property
+    def world_size(self) -> int:
+        return max(1, self.config.num_learners)

@@ -1,0 +1,60 @@
+"""Per-step rollout metrics (DESIGN §6), combined exactly from every EnvRunner's sums."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+# Metric names (what MLflow, the progress bar and the plots show).
+REWARD_MEAN = "reward_mean"
+ACCURACY = "accuracy"
+CODE_RATIO = "code_ratio"  # responses with >= 1 executed block
+CODE_SUCCESS_RATE = "code_success_rate"  # executions without error
+TOOL_CALLS_PER_RESPONSE = "tool_calls_per_response"
+MODEL_TOKENS = "response_length/model_tokens"
+TOTAL_TOKENS = "response_length/total_tokens"
+TRUNCATION_RATE = "truncation_rate"
+ZERO_VARIANCE_GROUPS = "zero_variance_group_fraction"
+FAILED_FRACTION = "failed_trajectory_fraction"
+VERSION_LAG = "weights_version_lag"
+TOKENS_PER_S = "tokens_per_s"
+ROLLOUT_S = "time/rollout_wall_s"
+TOOL_WAIT_S = "time/tool_wait_s_per_call"
+GRADE_S = "time/grade_s"
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a) / b if b else 0.0
+
+
+def summarize_rollouts(rollouts: list[dict], learner_version: int) -> dict[str, float]:
+    """``rollouts``: each EnvRunner's ``{"stats": sums, "samples": rows}`` for this step."""
+    total = Counter()
+    for r in rollouts:
+        total.update({k: v for k, v in r["stats"].items() if k != "weights_version"})
+    versions = [r["stats"].get("weights_version", learner_version) for r in rollouts]
+    graded = total["trajectories"] - total["failed"]
+    wall = max((r["stats"].get("rollout_s", 0.0) for r in rollouts), default=0.0)
+    out = {
+        REWARD_MEAN: _ratio(total["reward_sum"], graded),
+        ACCURACY: _ratio(total["correct"], graded),
+        CODE_RATIO: _ratio(total["used_code"], graded),
+        CODE_SUCCESS_RATE: _ratio(total["tool_ok"], total["tool_calls"]),
+        TOOL_CALLS_PER_RESPONSE: _ratio(total["tool_calls"], graded),
+        MODEL_TOKENS: _ratio(total["model_tokens"], graded),
+        TOTAL_TOKENS: _ratio(total["total_tokens"], graded),
+        TRUNCATION_RATE: _ratio(total["truncated"], graded),
+        ZERO_VARIANCE_GROUPS: _ratio(total["zero_variance_groups"], total["groups"]),
+        FAILED_FRACTION: _ratio(total["failed"], total["trajectories"]),
+        VERSION_LAG: float(learner_version - min(versions, default=learner_version)),
+        TOKENS_PER_S: _ratio(total["model_tokens"], wall),
+        ROLLOUT_S: wall,
+        TOOL_WAIT_S: _ratio(total["tool_s"], total["tool_calls"]),
+        GRADE_S: max((r["stats"].get("grade_s", 0.0) for r in rollouts), default=0.0),
+        "trajectories": float(total["trajectories"]),
+        "tool_timeouts": float(total["tool_timeouts"]),
+        "dropped_by_dynamic_sampling": float(total["dropped_by_dynamic_sampling"]),
+    }
+    for key, value in total.items():
+        if key.startswith(("failed/", "grade/")):
+            out[key] = float(value)
+    return out

@@ -1,0 +1,304 @@
+"""``ToolEnvRunner``: an RLlib EnvRunner that samples whole GRPO groups with ToRL's tool loop.
+
+Per ``sample_groups`` call: for each problem, G trajectories run concurrently through the
+engine and the sandbox (no batch barrier); each is graded, rewarded, and its group's
+advantages computed here, where the whole group lives; then one single-step
+``SingleAgentEpisode`` per trajectory is returned (prompt ids as observation, response ids
+as the action, per-token logprobs / loss mask / advantage / weights version as extra model
+outputs). A trajectory whose generation, tool call or grading fails is dropped and counted;
+it never fails the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+import torch
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.env import INPUT_ENV_SPACES
+from ray.rllib.env.env_runner import EnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from torl_rllib.algorithms.grpo.advantages import group_advantages
+from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.rollout.engine import SamplingParams
+from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
+from torl_rllib.tasks import RewardConfig, compute_reward, grade, render_prompt
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_VERSION_STATE = "weights_version"
+
+
+def trajectory_seed(*parts) -> int:
+    """A stable 63-bit seed from any printable parts (same on every machine and run)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class ToolEnvRunner(EnvRunner, Checkpointable):
+    """Samples GRPO groups with the ToRL tool loop (engine + SandboxPool + grader)."""
+
+    def __init__(self, *, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        from transformers import AutoTokenizer
+
+        cpus = config.num_cpus_per_env_runner if self.worker_index else 1
+        torch.set_num_threads(max(1, math.floor(cpus)))  # the CPUs Ray gave this process
+        self._spaces = placeholder_spaces()
+        model_path = config.model_config["path"]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.module = config.get_rl_module_spec(spaces=self._spaces, inference_only=True).build()
+        gpu = torch.cuda.is_available() and (not self.worker_index or config.num_gpus_per_env_runner)
+        if gpu and config.rollout_engine == "hf":  # vLLM holds its own copy of the weights
+            self.module.to("cuda")
+        self.weights_version = 0
+        self._loop = BackgroundLoop()
+        self.engine = make_engine(config, self.module, self.tokenizer)
+        self._sandbox = None  # the node's SandboxPool actor, looked up on first use
+        self._reward = RewardConfig(**config.reward)
+        self._loop_config = ToolLoopConfig(
+            max_tool_calls=config.max_tool_calls,
+            max_response_tokens=config.max_response_tokens,
+            budget_counts_tool_output=config.budget_counts_tool_output,
+            observation_style=config.observation_style,
+        )
+        self._sampling = SamplingParams(
+            max_new_tokens=config.max_response_tokens, temperature=config.temperature,
+            top_p=config.top_p, top_k=config.top_k,
+        )
+
+    # ---- sampling -------------------------------------------------------------------------
+    def sample_groups(self, problems: list, iteration: int) -> tuple[list[SingleAgentEpisode], dict]:
+        """G trajectories for each problem → (episodes, rollout statistics)."""
+        start = time.perf_counter()
+        prompts = [self._encode_prompt(p) for p in problems]
+        execute = self._executor()  # looked up outside the event loop (it may block on Ray)
+        trajectories = self._loop.run(self._rollout(problems, prompts, iteration, execute))
+        rollout_s = time.perf_counter() - start
+        stats = Counter(rollout_s=rollout_s, groups=len(problems))
+        episodes, samples = [], []
+        grade_start = time.perf_counter()
+        for problem, group in zip(problems, trajectories):
+            rewards, kept = [], []
+            for traj in group:
+                outcome = self._score(problem, traj, stats)
+                if outcome is not None:
+                    rewards.append(outcome[0])
+                    kept.append((traj, outcome))
+            advantages = group_advantages(rewards, scale=self.config.scale_advantages)
+            zero_variance = len(kept) > 0 and not np.any(advantages)
+            stats["zero_variance_groups"] += zero_variance
+            if zero_variance and self.config.dynamic_sampling:
+                stats["dropped_by_dynamic_sampling"] += len(kept)
+                continue
+            for (traj, (reward, result)), adv in zip(kept, advantages):
+                episodes.append(self._episode(traj, reward, adv))
+                if len(samples) < self.config.trajectories_to_log:
+                    samples.append(self._sample_row(problem, traj, reward, result))
+        stats["grade_s"] = time.perf_counter() - grade_start
+        stats["weights_version"] = self.weights_version
+        self.num_env_steps_sampled_lifetime += len(episodes)
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, len(episodes), reduce="sum")
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(episodes), reduce="lifetime_sum")
+        return episodes, {"stats": dict(stats), "samples": samples}
+
+    def _encode_prompt(self, problem) -> list[int]:
+        text = render_prompt(self.config.prompt_template, problem.problem, self.tokenizer)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    async def _rollout(self, problems, prompts, iteration, execute) -> list[list[Trajectory]]:
+        gen_start = time.perf_counter()
+
+        async def one(problem, prompt_ids, k):
+            if len(prompt_ids) > self.config.max_prompt_tokens:
+                return Trajectory(prompt_ids, error=f"prompt_too_long: {len(prompt_ids)} tokens")
+            seed = trajectory_seed(self.config.seed, iteration, problem.source, problem.id, k)
+            return await run_trajectory(
+                self.engine, execute, self.tokenizer, prompt_ids, self._sampling, self._loop_config, seed
+            )
+
+        groups = await asyncio.gather(*(
+            asyncio.gather(*(one(p, ids, k) for k in range(self.config.group_size)))
+            for p, ids in zip(problems, prompts)
+        ))
+        logger.debug("rollout of %d groups took %.2fs", len(groups), time.perf_counter() - gen_start)
+        return [list(g) for g in groups]
+
+    def _executor(self):
+        if self.config.max_tool_calls == 0:
+            return None
+        from sandbox import SandboxClient, SandboxConfig, SandboxPool
+
+        if self._sandbox is None:  # the driver created (and owns) every node's pool
+            self._sandbox = SandboxPool.for_current_node(SandboxConfig(**self.config.sandbox_config))
+        return SandboxClient(self._sandbox).execute
+
+    def _score(self, problem, traj: Trajectory, stats: Counter):
+        """Grade one trajectory and update the statistics; None when it failed."""
+        stats["trajectories"] += 1
+        if traj.error is None:
+            try:
+                text = self.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
+                result = grade(text, problem.answer, timeout_s=self.config.grade_timeout_s)
+                reward = compute_reward(result, traj.truncated, self._reward)
+            except Exception as exc:  # grading must never fail the step
+                traj.error = f"grading_failed: {type(exc).__name__}: {exc}"
+        if traj.error is not None:
+            stats["failed"] += 1
+            stats[f"failed/{traj.error.split(':')[0]}"] += 1
+            return None
+        calls = traj.tool_calls
+        stats.update({
+            "reward_sum": reward,
+            "correct": bool(result.correct),
+            "used_code": bool([c for c in calls if c.code is not None]),
+            "tool_calls": len(calls),
+            "tool_ok": sum(c.ok for c in calls),
+            "tool_timeouts": sum(c.timed_out for c in calls),
+            "tool_s": sum(c.latency_s for c in calls),
+            "model_tokens": traj.num_model_tokens,
+            "total_tokens": len(traj.response_ids),
+            "truncated": traj.truncated,
+            f"grade/{result.reason}": 1,
+        })
+        return reward, result
+
+    def _episode(self, traj: Trajectory, reward: float, advantage: float) -> SingleAgentEpisode:
+        prompt = np.asarray(traj.prompt_ids, dtype=np.int64)
+        loss_mask = np.asarray(traj.loss_mask, dtype=np.float32)
+        if traj.truncated and self.config.overlong_mask:
+            loss_mask = np.zeros_like(loss_mask)  # DAPO overlong masking
+        return SingleAgentEpisode(
+            observations=[prompt, prompt],
+            actions=[np.asarray(traj.response_ids, dtype=np.int64)],
+            rewards=[float(reward)],
+            extra_model_outputs={
+                LOGPROBS: [np.asarray(traj.logprobs, dtype=np.float32)],
+                LOSS_MASK: [loss_mask],
+                ADVANTAGE: [float(advantage)],
+                WEIGHTS_VERSION: [self.weights_version],
+            },
+            terminated=True,
+            len_lookback_buffer=0,
+        )
+
+    def _sample_row(self, problem, traj: Trajectory, reward: float, result) -> dict:
+        return {
+            "problem_id": str(problem.id),
+            "prompt": problem.problem,
+            "response": self.tokenizer.decode(traj.response_ids, skip_special_tokens=True),
+            "tool_calls": len(traj.tool_calls),
+            "answer": result.extracted,
+            "gold": problem.answer,
+            "reward": reward,
+            "weights_version": self.weights_version,
+        }
+
+    # ---- weights ----------------------------------------------------------------------------
+    def set_weights(self, weights: dict, version: int) -> int:
+        """Load the learner's weights (blocking sync); returns the version now held."""
+        self.module.set_state(weights)
+        if self.engine.holds_own_weights:
+            self.engine.load_weights(self.module.hf_state_dict())
+        self.weights_version = version
+        return self.weights_version
+
+    # ---- EnvRunner / Checkpointable API --------------------------------------------------------
+    @override(EnvRunner)
+    def sample(self, **kwargs):
+        raise NotImplementedError(
+            "ToolEnvRunner samples whole groups: the GRPO algorithm calls sample_groups(problems, iteration)"
+        )
+
+    @override(EnvRunner)
+    def get_spaces(self):
+        return self._spaces
+
+    @override(EnvRunner)
+    def assert_healthy(self):
+        assert self.module is not None and self.engine is not None, "ToolEnvRunner not set up"
+
+    @override(EnvRunner)
+    def get_metrics(self):
+        return self.metrics.reduce()
+
+    @override(Checkpointable)
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = {WEIGHTS_VERSION_STATE: self.weights_version}
+        if self._check_component(COMPONENT_RL_MODULE, components, not_components):
+            state[COMPONENT_RL_MODULE] = self.module.get_state()
+        return state
+
+    @override(Checkpointable)
+    def set_state(self, state) -> None:
+        if COMPONENT_RL_MODULE in state:
+            weights = state[COMPONENT_RL_MODULE]
+            # RLlib's own syncs send the multi-module form {module_id: weights}, possibly by reference.
+            if isinstance(weights, ray.ObjectRef):
+                weights = ray.get(weights)
+            weights = weights.get(DEFAULT_MODULE_ID, weights)
+            self.set_weights(weights, state.get(WEIGHTS_VERSION_STATE, self.weights_version))
+
+    @override(Checkpointable)
+    def get_ctor_args_and_kwargs(self):
+        return (), {"config": self.config}
+
+    @override(EnvRunner)
+    def stop(self):
+        self.engine.shutdown()
+        self._loop.close()
+
+
+class BackgroundLoop:
+    """One event loop on a thread of its own for all of a runner's rollouts.
+
+    Ray actor methods may already run inside an event loop (so ``asyncio.run`` is refused
+    there), and the engine's batching task and the sandbox client keep state bound to the
+    loop they first ran on: one long-lived loop serves both.
+    """
+
+    def __init__(self):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rollout-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def placeholder_spaces() -> dict:
+    """Token sequences have no fixed-size gym space; RLlib only needs a serializable one."""
+    obs = gym.spaces.Box(0, np.iinfo(np.int32).max, shape=(1,), dtype=np.int64)
+    act = gym.spaces.Box(0, np.iinfo(np.int32).max, shape=(1,), dtype=np.int64)
+    return {INPUT_ENV_SPACES: (obs, act), DEFAULT_MODULE_ID: (obs, act)}
+
+
+def make_engine(config, module, tokenizer):
+    """The rollout engine named by ``config.rollout_engine``."""
+    if config.rollout_engine == "hf":
+        from torl_rllib.rollout.hf_engine import HFEngine
+
+        return HFEngine(module.model, tokenizer, max_batch_size=config.engine_max_batch_size)
+    if config.rollout_engine == "vllm":
+        from torl_rllib.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(config.model_config["path"], **config.vllm_kwargs)
+    raise ValueError(f"unknown rollout_engine {config.rollout_engine!r}; choose 'hf' or 'vllm'")

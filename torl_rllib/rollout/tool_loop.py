@@ -1,0 +1,148 @@
+"""ToRL's tool loop as a small state machine over token ids.
+
+generate ──(stop string, calls < C)──► run the segment's last ```python block ──► append the
+observation's token ids (loss-masked) ──► generate … ; EOS, the token budget, or a segment
+that ends without the stop string ends the trajectory. After C calls the stop string is no
+longer passed, so later code is never executed.
+
+Token-exact: the trajectory's ids are the sampled ids plus the observation ids, nothing is
+decoded and re-encoded; only the code to run is decoded (from the model's own tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Literal
+
+from torl_rllib.rollout.engine import RolloutEngine, SamplingParams
+from torl_rllib.rollout.observation import ObservationStyle, format_observation
+
+__all__ = ["ToolLoopConfig", "Trajectory", "ToolCall", "run_trajectory", "last_python_block"]
+
+STOP_STRING = "```output"
+_PYTHON_BLOCK = re.compile(r"```python\s*\n(.*?)```", re.DOTALL)
+
+
+def last_python_block(text: str) -> str | None:
+    """The code of the last closed ```python block in ``text`` (None if there is none)."""
+    blocks = _PYTHON_BLOCK.findall(text)
+    return blocks[-1] if blocks else None
+
+
+@dataclass(frozen=True)
+class ToolLoopConfig:
+    """Limits of one trajectory."""
+
+    max_tool_calls: int = 1  # C
+    max_response_tokens: int = 3072
+    budget_counts_tool_output: bool = True  # ToRL: tool output counts against the budget
+    observation_style: ObservationStyle = "torl"
+    stop_string: str = STOP_STRING
+
+
+@dataclass
+class ToolCall:
+    """One execution: the code, its (model-facing) observation and the raw result flags."""
+
+    code: str | None
+    observation: str
+    ok: bool
+    timed_out: bool
+    latency_s: float
+
+
+@dataclass
+class Trajectory:
+    """A response as the learner will see it: ids, per-token logprobs and loss mask."""
+
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # 0.0 on tool tokens
+    loss_mask: list[int] = field(default_factory=list)  # 1 = model token, 0 = tool token
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: Literal["eos", "length", "stop", ""] = ""
+    error: str | None = None  # set when generation or the tool infrastructure failed
+
+    @property
+    def num_model_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def _extend(self, ids, logprobs, trainable: bool) -> None:
+        self.response_ids.extend(ids)
+        self.logprobs.extend(logprobs)
+        self.loss_mask.extend([int(trainable)] * len(ids))
+
+
+Executor = Callable[[str], Awaitable["object"]]  # code -> result with stdout/stderr/timed_out/ok
+
+
+async def run_trajectory(
+    engine: RolloutEngine,
+    execute: Executor,
+    tokenizer,
+    prompt_ids: list[int],
+    sampling: SamplingParams,
+    config: ToolLoopConfig,
+    seed: int,
+) -> Trajectory:
+    """Run one trajectory to its end; never raises (failures land in ``Trajectory.error``)."""
+    traj = Trajectory(prompt_ids=list(prompt_ids))
+    segment = 0
+    try:
+        while True:
+            used = len(traj.response_ids) if config.budget_counts_tool_output else traj.num_model_tokens
+            remaining = config.max_response_tokens - used
+            if remaining <= 0:
+                traj.finish_reason = "length"
+                break
+            can_call = len(traj.tool_calls) < config.max_tool_calls
+            params = dataclasses.replace(
+                sampling, max_new_tokens=remaining, seed=seed * 1000 + segment,
+                stop=(config.stop_string,) if can_call else (),
+            )
+            out = await engine.generate(traj.prompt_ids + traj.response_ids, params)
+            traj._extend(out.token_ids, out.logprobs, trainable=True)
+            traj.finish_reason = out.finish_reason
+            if out.finish_reason != "stop":
+                break
+            code = last_python_block(tokenizer.decode(out.token_ids, skip_special_tokens=False))
+            observation, call = await _call_tool(execute, code, config.observation_style)
+            traj.tool_calls.append(call)
+            obs_ids = tokenizer.encode(observation, add_special_tokens=False)
+            if config.budget_counts_tool_output:
+                obs_ids = obs_ids[: config.max_response_tokens - len(traj.response_ids)]
+            traj._extend(obs_ids, [0.0] * len(obs_ids), trainable=False)
+            segment += 1
+    except Exception as exc:  # one trajectory's failure never fails the batch
+        traj.error = f"{type(exc).__name__}: {exc}"
+    return traj
+
+
+class _NoCode:
+    """The result shown when the model stopped for output without a python block."""
+
+    stdout = ""
+    stderr = "SyntaxError: no ```python code block before ```output"
+    timed_out = False
+    ok = False
+
+
+async def _call_tool(execute: Executor, code: str | None, style: ObservationStyle):
+    start = time.perf_counter()
+    if code is None:
+        result = _NoCode()
+    else:
+        result = await execute(code)
+        infra_error = getattr(result, "error", None)
+        if infra_error:
+            raise RuntimeError(f"sandbox failure: {infra_error}")
+    observation = format_observation(result, style)
+    call = ToolCall(code, observation, bool(result.ok), bool(result.timed_out), time.perf_counter() - start)
+    return observation, call
