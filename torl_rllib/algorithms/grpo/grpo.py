@@ -269,13 +269,15 @@ class GRPO(Algorithm):
         self._num_skipped_rows = dataset.num_skipped
         self._prompts = PromptIterator(dataset.problems, seed=config.seed or 0)
         self._weights_version = 0
-        self.last_samples: list[dict] = []
+        self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
+        self.last_problem_ids: list[str] = []  # the problems the last step sampled
         self._sync_weights()  # every EnvRunner starts from the learner's weights
 
     @override(Algorithm)
     def training_step(self) -> None:
         step_start = time.perf_counter()
         problems = self._prompts.next_batch(self.config.prompts_per_step)
+        self.last_problem_ids = [p.id for p in problems]
         with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
             episodes, rollouts = self._sample(problems)
         summary = summarize_rollouts(rollouts, learner_version=self._weights_version)

@@ -1,0 +1,76 @@
+"""One leg of the resume test, run in its own process (``python tests/grpo/resume_run.py``).
+
+    straight MODEL DATA OUT --steps 7 --save-at 2 5   train 7 steps, checkpoint after steps 2 and 5
+    resume   MODEL DATA OUT --steps 7 --from CKPT      Algorithm.from_checkpoint(CKPT), train to step 7
+
+Writes OUT (torch.save): final weights, optimizer state, problem ids sampled at each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import ray
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+from torl_rllib.algorithms.grpo import GRPOConfig
+
+
+def build_config(model: str, data: str) -> GRPOConfig:
+    """20 problems, 4 per step: an epoch is exactly 5 steps.
+
+    A random model earns the same reward on every sample (all advantages 0), so a small
+    entropy bonus makes sure every update really changes the weights and optimizer state.
+    """
+    return (
+        GRPOConfig()
+        .debugging(seed=7)
+        .rl_module(model_config={"path": model})
+        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coef=0.01)
+        .rollout(max_response_tokens=16, max_tool_calls=0)
+        .task(train_data=data)
+        .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["straight", "resume"])
+    parser.add_argument("model")
+    parser.add_argument("data")
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--save-at", type=int, nargs="*", default=[])
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--from", dest="from_checkpoint")
+    args = parser.parse_args()
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if args.mode == "straight":
+        algo = build_config(args.model, args.data).build_algo()
+    else:
+        algo = Algorithm.from_checkpoint(args.from_checkpoint)
+    prompts = {}
+    while algo.iteration < args.steps:
+        algo.train()
+        prompts[algo.iteration] = list(algo.last_problem_ids)
+        if algo.iteration in args.save_at:
+            algo.save_to_path(f"{args.checkpoint_dir}/step_{algo.iteration}")
+    learner_state = algo.learner_group.get_state()["learner"]
+    torch.save(
+        {
+            "weights": algo.learner_group.get_weights()[DEFAULT_MODULE_ID],
+            "optimizer": learner_state["optimizer"],
+            "prompts": prompts,
+            "iteration": algo.iteration,
+        },
+        args.out,
+    )
+    algo.stop()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
