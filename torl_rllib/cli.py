@@ -1,0 +1,95 @@
+"""``torl-rllib``: train a ToRL policy with GRPO on RLlib, export it, check a recipe.
+
+    torl-rllib train experiments/tiny_cpu.yaml [section.key=value ...] [--output-dir DIR] [--resume CKPT]
+    torl-rllib export CHECKPOINT OUT_DIR
+    torl-rllib check experiments/tiny_cpu.yaml [section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torl-rllib", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train with GRPO from a YAML recipe")
+    train.add_argument("recipe", help="YAML recipe, e.g. experiments/tiny_cpu.yaml")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lr=1e-5 run.steps=5")
+    train.add_argument("--output-dir", help="run directory (checkpoints, logs, summary.json); default: run.output_dir")
+    train.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint directory")
+    train.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own logs")
+
+    check = sub.add_parser("check", help="validate a recipe (and overrides) without training")
+    check.add_argument("recipe")
+    check.add_argument("overrides", nargs="*")
+
+    export = sub.add_parser("export", help="write a checkpoint's policy as a Hugging Face model directory")
+    export.add_argument("checkpoint")
+    export.add_argument("out_dir")
+    return parser
+
+
+def _quiet_console(verbose: bool) -> None:
+    """Human-readable progress only; Ray's, RLlib's, MLflow's and transformers' noise stays out
+    unless ``--verbose``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ core writes to stderr
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import mlflow  # noqa: F401  (configures its loggers on import: quiet them afterwards)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    for name in ("ray", "mlflow", "alembic", "urllib3", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_console(getattr(args, "verbose", False))
+    from torl_rllib.recipe import RecipeError, load_recipe
+
+    try:
+        if args.command == "check":
+            recipe = load_recipe(args.recipe, args.overrides)
+            print(f"{args.recipe}: OK ({recipe.name})")
+            return 0
+        if args.command == "export":
+            from torl_rllib.export import export_policy
+
+            out = export_policy(args.checkpoint, args.out_dir)
+            print(f"exported policy to {out}")
+            return 0
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.resume and not Path(args.resume).is_dir():
+            raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")
+    except (RecipeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from torl_rllib.train import run_training
+
+    output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
+    summary = run_training(recipe, output_dir, resume=args.resume, verbose=args.verbose)
+    fmt = lambda m: "n/a" if not summary.get(m) else f"{summary[m]['first']:.2f}->{summary[m]['final']:.2f}"  # noqa: E731
+    print(
+        f"{summary['status'].lower()}: {summary['steps']} steps in {summary['wall_time_s']:.0f}s | "
+        f"accuracy {fmt('accuracy')} | code ratio {fmt('code_ratio')} | "
+        f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
+    )
+    return 0 if summary["status"] == "FINISHED" else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""YAML recipes: load, apply ``dotted.key=value`` overrides, validate everything, build the config.
+
+A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
+``tracking``)::
+
+    name: tiny_cpu            # MLflow run name
+    seed: 0
+    model:     {path, dtype, gradient_checkpointing, trust_remote_code, logits_chunk_size}
+    data:      {train: PATH | {path, format, problem_field, ...}, template}
+    reward:    {correct, incorrect, truncation_penalty, ...}
+    training:  GRPOConfig.training(...)   (GRPO + lr, grad_clip, num_epochs)
+    rollout:   GRPOConfig.rollout(...)
+    sandbox:   sandbox.SandboxConfig fields
+    resources: {num_env_runners, num_cpus_per_env_runner, num_gpus_per_env_runner,
+                num_learners, num_cpus_per_learner, num_gpus_per_learner}
+    run:       {steps, checkpoint_every, output_dir, export_final}
+    tracking:  torl_rllib.tracking.TrackingConfig fields
+
+Relative paths (model, data, output_dir) are resolved against the recipe file's directory.
+Validation happens before Ray starts and reports every problem at once: unknown keys (with
+the closest valid key), wrong types, out-of-range values (with the valid choices), missing
+files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override"]
+
+MODEL_KEYS = {"path": str, "dtype": str, "gradient_checkpointing": bool,
+              "trust_remote_code": bool, "logits_chunk_size": int}
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
+                 "num_gpus_per_env_runner": float, "num_learners": int,
+                 "num_cpus_per_learner": float, "num_gpus_per_learner": float}
+RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
+TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
+             "resources", "run", "tracking")
+
+
+class RecipeError(ValueError):
+    """Every problem found in a recipe, one per line."""
+
+    def __init__(self, problems: list[str], source: str = "recipe"):
+        self.problems = problems
+        super().__init__(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+
+
+@dataclass
+class RunSettings:
+    """How long to train and where to write."""
+
+    steps: int = 40
+    checkpoint_every: int = 10  # 0: only at the end
+    output_dir: str = "runs/{name}"
+    export_final: bool = True  # write the final policy as a Hugging Face model directory
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: the resolved dict and what it builds."""
+
+    name: str
+    data: dict[str, Any]  # resolved sections (paths absolute)
+    source: Path | None = None
+
+    @property
+    def run(self) -> RunSettings:
+        return RunSettings(**self.data.get("run", {}))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.output_dir.format(name=self.name))
+
+    def tracking_config(self):
+        from torl_rllib.tracking import TrackingConfig
+
+        return TrackingConfig(**self.data.get("tracking", {}))
+
+    def build_config(self):
+        """The ``GRPOConfig`` this recipe describes."""
+        from torl_rllib.algorithms.grpo import GRPOConfig
+
+        d = self.data
+        data = d.get("data", {})
+        config = (
+            GRPOConfig()
+            .debugging(seed=d.get("seed", 0), log_level="WARN")
+            .rl_module(model_config=dict(d["model"]))
+            .training(**d.get("training", {}))
+            .rollout(**d.get("rollout", {}))
+            .task(train_data=data.get("train"), prompt_template=data.get("template", "tir_base_0309"),
+                  reward=dict(d.get("reward", {})))
+            .sandbox(**d.get("sandbox", {}))
+        )
+        res = d.get("resources", {})
+        runner_keys = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
+        config.env_runners(**{k: res[k] for k in runner_keys if k in res})
+        config.learners(**{k: res[k] for k in res if k not in runner_keys})
+        return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.lr=1e-5`` → (["training", "lr"], 1e-05); values are parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError([f"override {text!r} must look like section.key=value"], "command line")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override, validate; raises ``RecipeError`` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError([f"recipe file {str(path)!r} does not exist"], "command line")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError([f"not valid YAML: {exc}"], str(path)) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(["the top level must be a mapping of sections"], str(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise RecipeError([f"override {text!r}: {k!r} is not a section"], "command line")
+        node[keys[-1]] = value
+    data = _resolve_paths(raw, path.parent)
+    problems = validate_sections(data)
+    if problems:
+        raise RecipeError(problems, str(path))
+    return Recipe(name=str(data.get("name") or path.stem), data=data, source=path)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    data = copy.deepcopy(raw)
+
+    def resolve(value):
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            candidate = (base / value).resolve()
+            return str(candidate) if candidate.exists() or value.startswith(".") else value
+        return value
+
+    model = data.get("model")
+    if isinstance(model, dict) and "path" in model:
+        model["path"] = resolve(model["path"])  # hub ids (no such local path) stay as they are
+    train = (data.get("data") or {}).get("train") if isinstance(data.get("data"), dict) else None
+    if isinstance(train, str):
+        data["data"]["train"] = resolve(train)
+    elif isinstance(train, dict) and "path" in train:
+        train["path"] = resolve(train["path"])
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("output_dir"), str) and not Path(run["output_dir"]).is_absolute():
+        run["output_dir"] = str((Path.cwd() / run["output_dir"]).resolve())
+    return data
+
+
+# ---- validation ------------------------------------------------------------------------------
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(sorted(valid))})"
+
+
+def _type_ok(value, expected) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is Any:
+        return True
+    return isinstance(value, expected)
+
+
+def _check_keys(section: str, values, schema: dict[str, Any], problems: list[str]) -> dict:
+    """Report unknown keys and wrong types; return the section without them."""
+    if not isinstance(values, dict):
+        problems.append(f"{section}: must be a mapping, got {type(values).__name__}")
+        return {}
+    clean = {}
+    for key, value in values.items():
+        if key not in schema:
+            problems.append(f"{section}.{key}: unknown key{_suggest(key, schema)}")
+        elif value is not None and not _type_ok(value, schema[key]):
+            want = getattr(schema[key], "__name__", str(schema[key]))
+            problems.append(f"{section}.{key}: expected {want}, got {type(value).__name__} {value!r}")
+        else:
+            clean[key] = value
+    return clean
+
+
+def _builder_schema(method, defaults) -> dict[str, Any]:
+    """Keys of a GRPOConfig builder method, typed by the defaults of a fresh config."""
+    schema = {}
+    for name in inspect.signature(method).parameters:
+        if name in ("self", "kwargs"):
+            continue
+        default = getattr(defaults, name)
+        schema[name] = type(default) if isinstance(default, (bool, int, float, str)) else Any
+    return schema
+
+
+def _dataclass_schema(cls) -> dict[str, Any]:
+    hints = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        hints[f.name] = type(default) if isinstance(default, (bool, int, float, str)) else Any
+        if hints[f.name] is int and f.type in ("float", float, "float | None"):
+            hints[f.name] = float
+    return hints
+
+
+def validate_sections(data: dict) -> list[str]:
+    """Every problem of a recipe dict (keys, types, ranges, files)."""
+    from sandbox import SandboxConfig
+    from torl_rllib.algorithms.grpo import GRPOConfig
+    from torl_rllib.tasks import RewardConfig
+    from torl_rllib.tracking import TrackingConfig
+
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(f"{key}: unknown section{_suggest(key, TOP_LEVEL)}")
+    defaults = GRPOConfig()
+    training_schema = {**_builder_schema(GRPOConfig.training, defaults), **RLLIB_TRAINING_KEYS}
+    sections = {
+        "model": MODEL_KEYS,
+        "data": {"train": Any, "template": str},
+        "reward": _dataclass_schema(RewardConfig),
+        "training": training_schema,
+        "rollout": _builder_schema(GRPOConfig.rollout, defaults),
+        "sandbox": _dataclass_schema(SandboxConfig),
+        "resources": RESOURCE_KEYS,
+        "run": _dataclass_schema(RunSettings),
+        "tracking": _dataclass_schema(TrackingConfig),
+    }
+    # Range checks run on what is left once bad keys and types are set aside, so every
+    # problem is reported in one go.
+    data = {k: v for k, v in data.items() if k in TOP_LEVEL}
+    for name, schema in sections.items():
+        if name in data:
+            data[name] = _check_keys(name, data[name], schema, problems)
+
+    model = data.get("model") or {}
+    if not model.get("path"):
+        problems.append("model.path: required (a local model directory or a hub id)")
+    elif str(model["path"]).startswith((".", "/")) and not Path(model["path"]).exists():
+        problems.append(f"model.path: {model['path']!r} does not exist")
+    if model.get("dtype", "float32") not in MODEL_DTYPES:
+        problems.append(f"model.dtype: {model['dtype']!r} is not one of {list(MODEL_DTYPES)}")
+    train = (data.get("data") or {}).get("train")
+    train_path = train.get("path") if isinstance(train, dict) else train
+    if not train_path:
+        problems.append("data.train: required (a dataset file or directory)")
+    elif not Path(train_path).exists():
+        problems.append(f"data.train: {train_path!r} does not exist")
+    from torl_rllib.tasks import template_names
+
+    template = (data.get("data") or {}).get("template", "tir_base_0309")
+    if template not in template_names():
+        problems.append(f"data.template: {template!r} is not one of {template_names()}")
+    for cls, section in ((RewardConfig, "reward"), (SandboxConfig, "sandbox"),
+                         (TrackingConfig, "tracking"), (RunSettings, "run")):
+        try:
+            cls(**data.get(section, {}))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{section}: {exc}")
+    run = RunSettings(**data.get("run", {}))
+    if run.steps < 1:
+        problems.append(f"run.steps: must be >= 1, got {run.steps}")
+    if run.checkpoint_every < 0:
+        problems.append(f"run.checkpoint_every: must be >= 0, got {run.checkpoint_every}")
+    try:
+        config = Recipe(name="check", data=data).build_config()
+    except (TypeError, ValueError) as exc:
+        problems.append(str(exc))
+    else:
+        for problem in config.problems():
+            param = problem.split(" ", 1)[0]
+            if param in ("train_data", "the"):  # data.train / model.path: checked above
+                continue
+            section = next((n for n, schema in sections.items() if param in schema), None)
+            problems.append(f"{section}.{problem}" if section else problem)
+    return problems
