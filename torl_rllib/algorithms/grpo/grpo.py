@@ -390,7 +390,8 @@ def check_schedulable(config: GRPOConfig) -> None:
     requested EnvRunners and Learners."""
     if not ray.is_initialized():
         return
-    available = ray.cluster_resources().get("CPU", 0.0)
+    resources = ray.cluster_resources()
+    available = resources.get("CPU", 0.0)
     cpus_runner = config.num_cpus_per_env_runner
     cpus_learner = config.num_cpus_per_learner
     if cpus_learner == "auto":
@@ -402,4 +403,14 @@ def check_schedulable(config: GRPOConfig) -> None:
             f"{cpus_runner:g} + {config.num_learners} Learners x {cpus_learner:g}) but the Ray "
             f"cluster has {available:g}. Use fractional CPUs, e.g. "
             f".env_runners(num_cpus_per_env_runner=0.5).learners(num_cpus_per_learner=0.5), or fewer actors."
+        )
+    # Remote actors asking for GPUs the cluster lacks would wait forever, like missing CPUs.
+    gpus_runner, gpus_learner = config.num_gpus_per_env_runner, config.num_gpus_per_learner
+    needed_gpus = config.num_env_runners * gpus_runner + config.num_learners * gpus_learner
+    gpus = resources.get("GPU", 0.0)
+    if needed_gpus > gpus + 1e-9:
+        raise ValueError(
+            f"this config needs {needed_gpus:g} GPUs ({config.num_env_runners} EnvRunners x "
+            f"{gpus_runner:g} + {config.num_learners} Learners x {gpus_learner:g}) but the Ray "
+            f"cluster has {gpus:g}. On a CPU cluster set num_gpus_per_env_runner and num_gpus_per_learner to 0."
         )
