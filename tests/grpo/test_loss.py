@@ -112,3 +112,17 @@ def test_entropy_bonus_and_k3_kl_to_the_reference(learner):
 def test_unknown_mode_lists_the_choices():
     with pytest.raises(ValueError, match="seq-mean-token-sum-norm"):
         aggregate_loss(torch.zeros(1, 2), torch.ones(1, 2), "sum", 2.0, 1.0, 8)
+
+
+def test_logged_clip_fraction_and_approx_kl_to_the_sampling_policy(learner):
+    """The tokens were sampled from the old policy q; with r = p/q the k3 estimate of
+    KL(q || p) is the mean of r - 1 - log r (unbiased under q)."""
+    batch, fwd_out = hand_batch()
+    loss_of(learner, batch, fwd_out, loss_agg_mode="token-mean")
+    ratios = [RATIO[r][t] for r in range(2) for t in range(6) if MASK[r][t]]
+    k3 = sum(x - 1 - math.log(x) for x in ratios) / len(ratios)
+    outside = sum(not 1 - EPS_LOW <= x <= 1 + EPS_HIGH for x in ratios) / len(ratios)
+    logged = learner.metrics.peek(DEFAULT_MODULE_ID)
+    assert logged["approx_kl"] == pytest.approx(k3, rel=1e-6)
+    assert logged["clip_fraction"] == pytest.approx(outside)
+    assert logged["num_loss_tokens"] == len(ratios)

@@ -76,7 +76,7 @@ class GRPOTorchLearner(GRPOLearner, TorchLearner):
                 POLICY_LOSS_KEY: loss,
                 ENTROPY_KEY: mean(fwd_out[TOKEN_ENTROPY]),
                 CLIP_FRACTION_KEY: mean(((ratio - clipped).abs() > 0).float()),
-                APPROX_KL_KEY: mean(torch.exp(-log_ratio) + log_ratio - 1.0),
+                APPROX_KL_KEY: mean(ratio - log_ratio - 1.0),  # k3, tokens drawn from the old policy
                 NUM_LOSS_TOKENS_KEY: n_local,
             }
             if config.kl_coef:
