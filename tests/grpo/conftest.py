@@ -22,9 +22,9 @@ ANSWER = " So the answer is \\boxed{42}."
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """The char tokenizer saved with ``random_model_dir`` (one token per character), built
-    directly: ``AutoTokenizer`` on a qwen2 model directory returns a Qwen2Tokenizer that drops
-    whitespace (see ``test_env_runner_reads_the_model_tokenizer_exactly``)."""
+    """The char tokenizer saved with ``random_model_dir`` (one token per character); what
+    ``AutoTokenizer`` loads from that directory gives the same ids
+    (``test_env_runner_reads_the_model_tokenizer_exactly``)."""
     from torl_rllib.tiny.tokenizer import build_tokenizer
 
     return build_tokenizer()

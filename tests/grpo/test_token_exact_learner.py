@@ -99,11 +99,6 @@ def test_overlong_mask_zeroes_only_truncated_responses(learner, tokenizer, sandb
     assert batch["input_ids"][1, p : p + len(cut.response_ids)].tolist() == cut.response_ids
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (not in this suite's paths): ToolEnvRunner loads AutoTokenizer.from_pretrained(model dir); "
-    "transformers 5 forces Qwen2Tokenizer for every qwen2 model dir (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS), "
-    "ignoring tokenizer_class, and that tokenizer drops the char tokenizer's spaces and newlines"
-))
 def test_env_runner_reads_the_model_tokenizer_exactly(random_model_dir, arithmetic_jsonl, tokenizer):
     """The prompt ids the learner trains on are the EnvRunner's encoding of the prompt: it must
     be the model's own tokenizer (here, one token per character, whitespace included)."""
