@@ -50,7 +50,7 @@ def step_metrics(result: dict) -> dict[str, float]:
         if isinstance(learner.get(key), (int, float)):
             out[name] = float(learner[key])
     for key, value in (result.get("timers") or {}).items():
-        if key in ("rollout", "learner_update", "weight_sync", "training_step") and isinstance(value, (int, float)):
+        if key in ("rollout", "learner_update", "weight_sync", "step") and isinstance(value, (int, float)):
             out[f"time/{key}_s"] = float(value)
     return out
 
@@ -142,6 +142,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     tracker.log_artifact(config_path)
 
     history: list[dict[str, float]] = []
+    metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
     checkpoint: Path | None = None
     status = "FINISHED"
     start = time.perf_counter()
@@ -154,6 +155,8 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 step = algo.iteration
                 metrics["step"] = step
                 history.append(metrics)
+                metrics_log.write(json.dumps(metrics) + "\n")
+                metrics_log.flush()
                 tracker.log_metrics(step, metrics)
                 if tracker.wants_trajectories(step):
                     tracker.log_trajectories(step, algo.last_samples)
@@ -161,7 +164,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                     checkpoint = save_checkpoint(algo, output_dir)
                 bar.set_postfix(
                     {k: f"{metrics.get(v, float('nan')):.2f}" for k, v in PROGRESS_FIELDS.items()}
-                    | {"s/step": f"{metrics.get('time/training_step_s', 0):.1f}"}
+                    | {"s/step": f"{metrics.get('time/step_s', 0):.1f}"}
                 )
                 bar.update(1)
             if interrupt.requested:
@@ -176,6 +179,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         status = "FAILED"
         raise
     finally:
+        metrics_log.close()
         wall = time.perf_counter() - start
         summary = summarize(recipe, history, wall, checkpoint, tracker.run_id, status)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -42,7 +42,7 @@ VERSION_STATE = "grpo_weights_version"
 TIMER_ROLLOUT = "rollout"
 TIMER_LEARN = "learner_update"
 TIMER_SYNC = "weight_sync"
-TIMER_STEP = "training_step"
+TIMER_STEP = "step"  # RLlib keeps its own EMA "training_step" timer
 
 
 def build_grpo_learner_connector(input_observation_space, input_action_space):

@@ -1,0 +1,118 @@
+"""``torl-rllib train`` through the real CLI in a subprocess: the MLflow store it leaves
+(run, params, per-step metrics, trajectory table, plots), ``export`` to a Hugging Face
+directory that transformers loads and generates with, ``--resume``, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
+SHORT = ["training.prompts_per_step=2", "training.group_size=4", "rollout.max_response_tokens=96",
+         "tracking.trajectories_every=1", "run.checkpoint_every=2"]
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, cwd: Path, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torl_rllib.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    proc = cli("train", RECIPE, *SHORT, "run.steps=3", "--output-dir", cwd / "run", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return cwd, proc
+
+
+def test_train_writes_summary_and_checkpoints(trained):
+    cwd, proc = trained
+    summary = json.loads((cwd / "run" / "summary.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["steps"] == 3
+    assert Path(summary["checkpoint"]).is_dir()
+    assert set(summary["accuracy"]) == {"first", "final", "best"}
+    assert (cwd / "run" / "checkpoints" / "step_000002").is_dir(), "periodic checkpoint missing"
+    assert "finished: 3 steps" in proc.stdout
+
+
+def test_mlflow_store_has_run_params_metrics_table_and_plots(trained):
+    from mlflow import MlflowClient
+
+    cwd, _ = trained
+    summary = json.loads((cwd / "run" / "summary.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny_cpu"
+    assert run.data.params["training.group_size"] == "4"
+    assert "versions.ray" in run.data.params and "versions.torch" in run.data.params
+    for metric in ("accuracy", "code_ratio", "reward_mean", "tool_calls_per_response",
+                   "response_length/model_tokens", "entropy", "grad_norm", "time/step_s"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert [m.step for m in history] == [1, 2, 3], f"{metric} not logged once per step"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trajectories")}
+    assert "trajectories/step_000001.json" in artifacts
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "trajectories/step_000001.json", str(cwd))).read_text())
+    assert {"prompt", "response", "answer", "reward"} <= set(table["columns"])
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/accuracy.png" in plots and "plots/code_ratio.png" in plots
+
+
+def test_export_loads_in_transformers_and_generates(trained):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cwd, _ = trained
+    summary = json.loads((cwd / "run" / "summary.json").read_text())
+    out = cwd / "exported"
+    proc = cli("export", summary["checkpoint"], out, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer("What is 12 * 34?", return_tensors="pt").input_ids
+    generated = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > ids.shape[1]
+    # The exported weights are the trained ones, not the base model's.
+    base = AutoModelForCausalLM.from_pretrained(REPO / "assets" / "tiny-math-base")
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), base.parameters()))
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    cwd, _ = trained
+    checkpoint = cwd / "run" / "checkpoints" / "step_000002"
+    proc = cli("train", RECIPE, *SHORT, "run.steps=4", "--resume", checkpoint,
+               "--output-dir", tmp_path / "resumed", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert (tmp_path / "resumed" / "checkpoints" / "step_000004").is_dir()
+    assert not (tmp_path / "resumed" / "checkpoints" / "step_000002").exists(), "resume re-ran steps"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "run.steps=1000",
+         "run.checkpoint_every=0", "--output-dir", str(tmp_path / "run")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 300
+    tracking_db = tmp_path / "mlflow.db"
+    while time.time() < deadline and not (tracking_db.exists() and tracking_db.stat().st_size > 0):
+        time.sleep(1)
+    time.sleep(15)  # a few training steps
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "KILLED"
+    assert summary["steps"] >= 1 and Path(summary["checkpoint"]).is_dir()
+    assert summary["checkpoint"].endswith(f"step_{summary['steps']:06d}"), "checkpoint is not of the last step"

@@ -1,0 +1,64 @@
+"""Recipe validation: every problem reported at once, each precise and actionable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from torl_rllib.recipe import RecipeError, load_recipe
+
+RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
+
+
+def problems(*overrides) -> list[str]:
+    with pytest.raises(RecipeError) as err:
+        load_recipe(RECIPE, list(overrides))
+    return err.value.problems
+
+
+def test_shipped_recipes_are_valid():
+    for path in (REPO / "experiments").glob("tiny_cpu*.yaml"):
+        assert load_recipe(path).name
+
+
+def test_unknown_key_suggests_the_closest_valid_one():
+    assert problems("training.lrr=1e-4") == ["training.lrr: unknown key (did you mean 'lr'?)"]
+    assert problems("trainig.lr=1") == ["trainig: unknown section (did you mean 'training'?)"]
+
+
+def test_wrong_type_names_expected_and_given():
+    assert problems("rollout.top_p=abc") == ["rollout.top_p: expected float, got str 'abc'"]
+    assert problems("training.group_size=2.5") == ["training.group_size: expected int, got float 2.5"]
+
+
+def test_out_of_range_values_list_the_valid_choices():
+    found = problems("training.loss_agg_mode=mean", "rollout.temperature=0", "sandbox.timeout_s=-1")
+    assert any("training.loss_agg_mode 'mean' is not one of ['token-mean'" in p for p in found)
+    assert any(p.startswith("rollout.temperature must be > 0") for p in found)
+    assert any(p.startswith("sandbox:") and "timeout_s" in p for p in found)
+
+
+def test_missing_files_are_named(tmp_path):
+    found = problems(f"model.path={tmp_path / 'no-model'}", f"data.train={tmp_path / 'no.jsonl'}")
+    assert f"model.path: '{tmp_path / 'no-model'}' does not exist" in found
+    assert f"data.train: '{tmp_path / 'no.jsonl'}' does not exist" in found
+
+
+def test_all_problems_are_reported_together():
+    found = problems("training.lrr=1", "rollout.top_p=abc", "training.group_size=1", "rollout.max_tool_calls=-1")
+    assert len(found) == 4, found
+
+
+def test_cli_exits_2_with_the_problems_and_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "check", str(RECIPE), "training.lrr=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "did you mean 'lr'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_override_must_be_key_value():
+    with pytest.raises(RecipeError, match="section.key=value"):
+        load_recipe(RECIPE, ["training.lr"])
