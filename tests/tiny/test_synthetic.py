@@ -21,7 +21,9 @@ def test_split_is_disjoint_seeded_and_test_set_independent_of_train_size():
     assert len(train) == 4000 and len(test) == 400 and not set(train) & set(test)
     assert split_problems(0, 4000, 400) == (train, test)
     assert split_problems(0, 100, 400)[1] == test
-    assert len(set(all_problems())) == 8100
+    problems = all_problems()
+    assert len(set(problems)) == len(problems) == 6610
+    assert all(len(p.answer) == 4 for p in problems)
 
 
 def test_code_document_holds_the_real_output_in_observation_format():
@@ -47,11 +49,11 @@ def test_guess_document_has_no_code_and_is_almost_always_wrong():
     assert len(right) / len(problems) < 0.02  # exact tens and a few coincidences
 
 
-def test_sampled_documents_are_seeded_and_mix_code_and_guesses():
-    docs = sample_documents(all_problems(), 400, code_fraction=0.35, seed=3)
-    assert docs == sample_documents(all_problems(), 400, code_fraction=0.35, seed=3)
-    share = sum(d.uses_code for d in docs) / len(docs)
-    assert 0.25 < share < 0.45
+def test_sampled_documents_are_seeded_and_hold_the_exact_code_share():
+    docs = sample_documents(all_problems(), 400, code_fraction=0.375, seed=3)
+    assert docs == sample_documents(all_problems(), 400, code_fraction=0.375, seed=3)
+    assert sum(d.uses_code for d in docs) == 150
+    assert 0 < sum(d.uses_code for d in docs[:100]) < 100  # shuffled, not sorted
     for doc in docs:
         assert doc.text.startswith(shared_prefix())
         assert len(doc.response) <= 120  # fits the demo's 128-token response budget
@@ -61,4 +63,4 @@ def test_write_jsonl_rows(tmp_path):
     path = tmp_path / "sub" / "problems.jsonl"
     assert write_jsonl(path, (p.to_row() for p in all_problems()[:3])) == 3
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows[0] == {"id": "mul-10-10", "problem": "What is 10 * 10?", "answer": "100"}
+    assert rows[0] == {"id": "mul-11-91", "problem": "What is 11 * 91?", "answer": "1001"}

@@ -1,6 +1,8 @@
 """Synthetic two-digit multiplication: RL problems and the tiny base model's pretraining documents.
 
-Problems are ``What is {a} * {b}?`` with ``10 <= a, b <= 99``; the gold answer is ``a * b``.
+Problems are ``What is {a} * {b}?`` with ``10 <= a, b <= 99`` and a four-digit product ``a * b``
+(6,610 problems), the gold answer. Four digits throughout keep the tool output's position fixed,
+which the ~1M-parameter model learns to copy much more reliably than mixed lengths.
 They are written as JSONL rows ``{"id", "problem", "answer"}``, the shape the tasks loader reads.
 
 A pretraining document is the ``tir_base_0309`` prompt followed by one of two responses:
@@ -123,15 +125,16 @@ class Document:
 
 
 def all_problems() -> list[Problem]:
-    """Every two-digit by two-digit multiplication (8,100 problems), in a fixed order."""
-    return [Problem(a, b) for a in FACTORS for b in FACTORS]
+    """Every two-digit by two-digit multiplication with a four-digit product, in a fixed order."""
+    return [Problem(a, b) for a in FACTORS for b in FACTORS if a * b >= 1000]
 
 
 def split_problems(seed: int, n_train: int, n_test: int) -> tuple[list[Problem], list[Problem]]:
     """Disjoint train and test problems drawn without replacement with ``seed``.
 
     The test problems are the first ``n_test`` of the shuffled order, so they do not depend on
-    ``n_train``: ``split_problems(seed, 8100 - n_test, n_test)[0]`` is everything but the test set.
+    ``n_train``: ``split_problems(seed, len(all_problems()) - n_test, n_test)[0]`` is everything
+    but the test set.
     """
     problems = all_problems()
     if n_train + n_test > len(problems):
@@ -184,11 +187,18 @@ def make_document(problem: Problem, use_code: bool) -> Document:
 
 
 def sample_documents(problems: Sequence[Problem], n: int, code_fraction: float, seed: int) -> list[Document]:
-    """``n`` documents over ``problems``, each using code with probability ``code_fraction``."""
+    """``n`` documents over random ``problems``; exactly ``round(n * code_fraction)`` of them use code.
+
+    A fixed count (not a coin per document) keeps every training batch at the same share, so the
+    model's probability of starting with code ends close to ``code_fraction``.
+    """
     if not 0 <= code_fraction <= 1:
         raise ValueError(f"code_fraction must be in [0, 1], got {code_fraction}")
     rng = random.Random(seed)
-    return [make_document(rng.choice(problems), rng.random() < code_fraction) for _ in range(n)]
+    n_code = round(n * code_fraction)
+    flags = [True] * n_code + [False] * (n - n_code)
+    rng.shuffle(flags)
+    return [make_document(rng.choice(problems), use_code) for use_code in flags]
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
@@ -210,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=4000, help="number of train problems")
     parser.add_argument("--test", type=int, default=400, help="number of test problems")
     parser.add_argument("--documents", type=int, default=0, help="also write this many pretraining documents")
-    parser.add_argument("--code-fraction", type=float, default=0.35)
+    parser.add_argument("--code-fraction", type=float, default=0.375)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
