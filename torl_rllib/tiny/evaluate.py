@@ -23,7 +23,16 @@ from torl_rllib.rollout.observation import format_observation
 from torl_rllib.tasks.templates import render_prompt
 from torl_rllib.tiny.synthetic import STOP_STRING, TEMPLATE, ExecutionResult, Problem
 
-__all__ = ["EvalReport", "Trajectory", "last_boxed", "last_python_block", "execute_subprocess", "generate", "rollouts", "evaluate"]
+__all__ = [
+    "EvalReport",
+    "Trajectory",
+    "last_boxed",
+    "last_python_block",
+    "execute_subprocess",
+    "generate",
+    "rollouts",
+    "evaluate",
+]
 
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 EXEC_TIMEOUT_S = 5.0

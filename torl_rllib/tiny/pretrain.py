@@ -28,7 +28,14 @@ from tqdm import tqdm
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from torl_rllib.tiny.evaluate import evaluate
-from torl_rllib.tiny.synthetic import Document, Problem, all_problems, sample_documents, shared_prefix, split_problems
+from torl_rllib.tiny.synthetic import (
+    Document,
+    Problem,
+    all_problems,
+    sample_documents,
+    shared_prefix,
+    split_problems,
+)
 from torl_rllib.tiny.tokenizer import build_tokenizer
 
 __all__ = ["PretrainConfig", "build_model", "encode_batch", "document_loss", "pretrain", "main"]
@@ -141,7 +148,8 @@ def pretrain(model, tokenizer, problems: Sequence[Problem], config: PretrainConf
     losses = []
     progress = tqdm(range(config.steps), desc="pretrain", unit="step")
     for step in progress:
-        docs = sample_documents(problems, config.batch_size, config.code_fraction, seed=config.seed * 1_000_003 + step)
+        seed = config.seed * 1_000_003 + step
+        docs = sample_documents(problems, config.batch_size, config.code_fraction, seed)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
