@@ -2,7 +2,9 @@ import json
 
 from torl_rllib.rollout.observation import format_observation
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.evaluate import execute_subprocess, last_boxed, last_python_block
+from torl_rllib.rollout.tool_loop import last_python_block
+from torl_rllib.tasks import extract_boxed
+from torl_rllib.tiny.evaluate import execute_subprocess
 from torl_rllib.tiny.synthetic import (
     STOP_STRING,
     TEMPLATE,
@@ -37,15 +39,15 @@ def test_code_document_holds_the_real_output_in_observation_format():
     assert code.strip() == "print(47 * 83)"
     # The observation is what the tool loop would append after a real execution.
     assert observation == format_observation(execute_subprocess(code)) == "\n3901\n```\n"
-    assert last_boxed(doc.response) == "3901" == problem.answer
+    assert extract_boxed(doc.response) == "3901" == problem.answer
 
 
 def test_guess_document_has_no_code_and_is_almost_always_wrong():
     doc = make_document(Problem(47, 83), use_code=False)
     assert "```" not in doc.response and len(doc.segments) == 1
-    assert last_boxed(doc.response) == "4000"
+    assert extract_boxed(doc.response) == "4000"
     problems = all_problems()
-    right = [p for p in problems if last_boxed(make_document(p, use_code=False).response) == p.answer]
+    right = [p for p in problems if extract_boxed(make_document(p, use_code=False).response) == p.answer]
     assert len(right) / len(problems) < 0.02  # exact tens and a few coincidences
 
 

@@ -1,40 +1,29 @@
 """Self-check of the tiny base model with ToRL's tool semantics (C = 1), on CPU.
 
-Each response is sampled with Hugging Face ``generate`` at temperature 1 (no top-p/top-k) until EOS, the stop string
-```` ```output ```` or the response budget (which counts tool output, as in ToRL). At the stop
-string the last ```` ```python ```` block runs in a subprocess, ``format_observation`` of the result
-is appended, and sampling continues without the stop string. The reward is the last ``\\boxed{}``
-against the gold answer. The GRPO pipeline does the same through the real sandbox; this module is
-only the pretraining script's quick, dependency-free measurement.
+The same engine and tool loop as a GRPO rollout (``HFEngine`` + ``run_trajectory``: sampling at
+temperature 1, no top-p/top-k, stop at ```` ```output ````, the response budget counting tool
+output), except that the code runs in a plain subprocess instead of the nsjail sandbox: this
+module is only the pretraining script's quick, dependency-free measurement of trusted,
+self-generated code. The reward is the last ``\\boxed{}`` against the gold answer.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import torch
-from tqdm import tqdm
-
-from torl_rllib.rollout.observation import format_observation
+from torl_rllib.rollout.engine import SamplingParams
+from torl_rllib.rollout.hf_engine import HFEngine
+from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
+from torl_rllib.tasks import extract_boxed
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import STOP_STRING, TEMPLATE, ExecutionResult, Problem
+from torl_rllib.tiny.synthetic import TEMPLATE, ExecutionResult, Problem
 
-__all__ = [
-    "EvalReport",
-    "Trajectory",
-    "last_boxed",
-    "last_python_block",
-    "execute_subprocess",
-    "generate",
-    "rollouts",
-    "evaluate",
-]
+__all__ = ["EvalReport", "Trajectory", "execute_subprocess", "rollouts", "evaluate"]
 
-PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 EXEC_TIMEOUT_S = 5.0
 
 
@@ -76,28 +65,6 @@ class EvalReport:
         return asdict(self)
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` in ``text`` (nested braces allowed), or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, begin = 0, start + len("\\boxed{")
-    for index in range(begin, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            if depth == 0:
-                return text[begin:index]
-            depth -= 1
-    return None
-
-
-def last_python_block(text: str) -> str | None:
-    """The code of the last closed ```` ```python ```` block in ``text``, or None."""
-    blocks = PYTHON_BLOCK.findall(text)
-    return blocks[-1] if blocks else None
-
-
 def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> ExecutionResult:
     """Run model-written code in a fresh Python process (a trusted-input self-check, not a sandbox)."""
     try:
@@ -110,64 +77,44 @@ def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> Executio
     return ExecutionResult(done.stdout, done.stderr if done.returncode else "")
 
 
-@torch.no_grad()
-def generate(model, tokenizer, contexts: Sequence[list[int]], max_new_tokens: int, stop: str | None) -> list[list[int]]:
-    """Sample a continuation of each context at temperature 1 (top-p 1, top-k off), batched.
-
-    Each continuation ends after EOS (dropped) or the stop string (kept) or at ``max_new_tokens``.
-    """
-    eos, width = tokenizer.eos_token_id, max(len(ids) for ids in contexts)
-    input_ids = torch.tensor([[eos] * (width - len(ids)) + ids for ids in contexts])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in contexts])
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        do_sample=True,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        max_new_tokens=max_new_tokens,
-        stop_strings=[stop] if stop else None,
-        tokenizer=tokenizer,
-        eos_token_id=eos,
-        pad_token_id=eos,
-    )
-    continuations = []
-    for row in output[:, width:].tolist():
-        continuations.append(row[: row.index(eos)] if eos in row else row)
-    return continuations
-
-
-def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int) -> list[Trajectory]:
+def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: int = 0) -> list[Trajectory]:
     """One response per problem with at most one tool call; ``budget`` counts model and tool tokens."""
-    prompts = [tokenizer.encode(render_prompt(TEMPLATE, p.problem)) for p in problems]
-    responses = generate(model, tokenizer, prompts, budget, STOP_STRING)
-    called = []
-    for index, response in enumerate(responses):
-        text = tokenizer.decode(response)
-        if text.endswith(STOP_STRING) and (code := last_python_block(text)) is not None:
-            responses[index] = response + tokenizer.encode(format_observation(execute_subprocess(code)))
-            called.append(index)
-    resumable = [i for i in called if len(responses[i]) < budget]
-    if resumable:
-        room = max(budget - len(responses[i]) for i in resumable)
-        tails = generate(model, tokenizer, [prompts[i] + responses[i] for i in resumable], room, None)
-        for index, tail in zip(resumable, tails):
-            responses[index] += tail[: budget - len(responses[index])]
-    trajectories = []
-    for index, (problem, response) in enumerate(zip(problems, responses)):
-        text = tokenizer.decode(response)
-        trajectories.append(Trajectory(text, index in called, last_boxed(text) == problem.answer))
-    return trajectories
+    engine = HFEngine(model, tokenizer, max_batch_size=len(problems))
+    loop_config = ToolLoopConfig(max_tool_calls=1, max_response_tokens=budget)
+    sampling = SamplingParams(max_new_tokens=budget)
+
+    async def execute(code: str) -> ExecutionResult:
+        return await asyncio.to_thread(execute_subprocess, code)
+
+    async def run_all():
+        return await asyncio.gather(*(
+            run_trajectory(engine, execute, tokenizer,
+                           tokenizer.encode(render_prompt(TEMPLATE, p.problem), add_special_tokens=False),
+                           sampling, loop_config, seed=seed * 1_000_003 + i)
+            for i, p in enumerate(problems)
+        ))
+
+    try:
+        trajectories = asyncio.run(run_all())
+    finally:
+        engine.shutdown()
+    out = []
+    for problem, traj in zip(problems, trajectories):
+        if traj.error:
+            raise RuntimeError(f"self-check rollout failed: {traj.error}")
+        text = tokenizer.decode(traj.response_ids, skip_special_tokens=True)
+        out.append(Trajectory(text, bool(traj.tool_calls), extract_boxed(text) == problem.answer))
+    return out
 
 
 def evaluate(
     model, tokenizer, problems: Sequence[Problem], budget: int = 128, seed: int = 0, batch_size: int = 50
 ) -> tuple[EvalReport, list[Trajectory]]:
     """Sample one response per problem and report accuracy and code use."""
-    torch.manual_seed(seed)
+    from tqdm import tqdm
+
     model.eval()
     trajectories = []
     for start in tqdm(range(0, len(problems), batch_size), desc="eval", unit="batch", leave=False):
-        trajectories += rollouts(model, tokenizer, problems[start : start + batch_size], budget)
+        trajectories += rollouts(model, tokenizer, problems[start : start + batch_size], budget, seed + start)
     return EvalReport.from_trajectories(trajectories), trajectories

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from torl_rllib.rollout.observation import format_observation, format_result
+from torl_rllib.rollout.tool_loop import STOP_STRING
 from torl_rllib.tasks.templates import render_prompt
 
 __all__ = [
@@ -65,7 +66,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TEMPLATE = "tir_base_0309"
-STOP_STRING = "```output"
 CODE_INTRO = " Let me compute it with Python.\n```python\n"
 ANSWER_LINE = "The answer is \\boxed{{{answer}}}."
 FACTORS = range(10, 100)
