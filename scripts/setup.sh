@@ -30,7 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
   "$PY" -m venv "$VENV"
 fi
-PIP="$VENV/bin/python -m pip"
+# pip, minus the warnings some machines' pip config (index locations that do not exist) prints
+# for every package; real errors still show.
+PIP="pip_filtered $VENV/bin/python -m pip"
+pip_filtered() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 stamp="$VENV/.torl-setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

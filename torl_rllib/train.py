@@ -40,19 +40,17 @@ HEADLINE = (rm.REWARD_MEAN, rm.ACCURACY, rm.CODE_RATIO)
 
 
 def step_metrics(result: dict) -> dict[str, float]:
-    """The per-step metrics of one ``algo.train()`` result, flat and numeric."""
-    out: dict[str, float] = {}
-    for key, value in (result.get("env_runners") or {}).items():
-        if isinstance(value, (int, float)):
-            out[key] = float(value)
+    """The per-step metrics of one ``algo.train()`` result, flat, numeric and finite (a count
+    that did not occur this step, e.g. ``grade/no_box``, is absent rather than NaN)."""
+    picked: dict[str, Any] = dict(result.get("env_runners") or {})
     learner = (result.get("learners") or {}).get("default_policy") or {}
-    for key, name in LEARNER_METRICS.items():
-        if isinstance(learner.get(key), (int, float)):
-            out[name] = float(learner[key])
-    for key, value in (result.get("timers") or {}).items():
-        if key in ("rollout", "learner_update", "weight_sync", "step") and isinstance(value, (int, float)):
-            out[f"time/{key}_s"] = float(value)
-    return out
+    picked.update({name: learner.get(key) for key, name in LEARNER_METRICS.items()})
+    timers = result.get("timers") or {}
+    picked.update({f"time/{key}_s": timers.get(key) for key in ("rollout", "learner_update", "weight_sync", "step")})
+    return {
+        key: float(value) for key, value in picked.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    }
 
 
 class _GracefulInterrupt:
