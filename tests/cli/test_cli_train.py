@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO
 
 RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
-SHORT = ["training.prompts_per_step=2", "training.group_size=4", "rollout.max_response_tokens=96",
+SHORT = ["training.prompts_per_step=2", "training.group_size=4",
          "tracking.trajectories_every=1", "run.checkpoint_every=2"]
 
 pytestmark = pytest.mark.slow
