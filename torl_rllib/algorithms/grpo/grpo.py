@@ -27,14 +27,14 @@ from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
 )
 
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
+from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
+from torl_rllib.rollout.observation import OBSERVATION_STYLES
 
 logger = logging.getLogger(__name__)
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 ROLLOUT_ENGINES = ("hf", "vllm")
 PROMPT_STATE = "grpo_prompt_iterator"
 VERSION_STATE = "grpo_weights_version"
@@ -234,8 +234,8 @@ class GRPOConfig(AlgorithmConfig):
               "the vllm engine reports logprobs after top-p/top-k truncation, which the learner does "
               "not recompute: use top_p=1.0 and top_k=0 with rollout_engine='vllm'")
         check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
-        check(self.observation_style in ("torl", "full"),
-              f"observation_style {self.observation_style!r} is not one of ['torl', 'full']")
+        check(self.observation_style in OBSERVATION_STYLES,
+              f"observation_style {self.observation_style!r} is not one of {list(OBSERVATION_STYLES)}")
         check(self.train_data is not None, "train_data is required (.task(train_data=...))")
         check(bool((self._model_config or {}).get("path")),
               "the policy model is required (.rl_module(model_config={'path': ...}))")

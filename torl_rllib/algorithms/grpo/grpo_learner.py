@@ -18,6 +18,9 @@ from ray.rllib.utils.annotations import override
 GLOBAL_LOSS_TOKENS = "grpo_global_loss_tokens"
 GLOBAL_SEQUENCES = "grpo_global_sequences"
 
+# How the per-token loss is reduced to a scalar (see GRPOTorchLearner / aggregate_loss).
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
 # Metric names (per module).
 CLIP_FRACTION_KEY = "clip_fraction"
 APPROX_KL_KEY = "approx_kl"  # k3 estimate of KL(sampling policy || current policy)

@@ -11,12 +11,10 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from torl_rllib.algorithms.grpo.grpo_learner import (
-    APPROX_KL_KEY, CLIP_FRACTION_KEY, NUM_LOSS_TOKENS_KEY, REF_KL_KEY, GRPOLearner,
+    APPROX_KL_KEY, CLIP_FRACTION_KEY, LOSS_AGG_MODES, NUM_LOSS_TOKENS_KEY, REF_KL_KEY, GRPOLearner,
 )
 from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGES, OLD_LOGPROBS
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
-
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def aggregate_loss(
