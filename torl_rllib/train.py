@@ -75,7 +75,7 @@ class _GracefulInterrupt:
         return False
 
 
-def init_ray(recipe: Recipe, verbose: bool = False) -> None:
+def init_ray(verbose: bool = False) -> None:
     """Start (or join) Ray with its console noise kept out unless ``verbose``."""
     import ray
 
@@ -127,7 +127,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     config_path.write_text(yaml.safe_dump(recipe.data, sort_keys=False))
     run = recipe.run
 
-    init_ray(recipe, verbose)
+    init_ray(verbose)
     torch.set_num_threads(_driver_threads(recipe))
     algo = recipe.build_config().build_algo()
     if resume:
