@@ -22,35 +22,13 @@ import yaml
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
 from torl_rllib.recipe import Recipe
+from torl_rllib.tracking.callback import tracking_callback
+from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 logger = logging.getLogger("torl_rllib")
 
-# Learner metrics under RLlib's names → the names we show.
-LEARNER_METRICS = {
-    "policy_loss": "policy_loss",
-    "entropy": "entropy",
-    "clip_fraction": "clip_fraction",
-    "approx_kl": "approx_kl",
-    "kl_to_ref": "kl_to_ref",
-    "gradients_default_optimizer_global_norm": "grad_norm",
-    "default_optimizer_learning_rate": "learning_rate",
-}
 PROGRESS_FIELDS = {"reward": rm.REWARD_MEAN, "acc": rm.ACCURACY, "code": rm.CODE_RATIO}
 HEADLINE = (rm.REWARD_MEAN, rm.ACCURACY, rm.CODE_RATIO)
-
-
-def step_metrics(result: dict) -> dict[str, float]:
-    """The per-step metrics of one ``algo.train()`` result, flat, numeric and finite (a count
-    that did not occur this step, e.g. ``grade/no_box``, is absent rather than NaN)."""
-    picked: dict[str, Any] = dict(result.get("env_runners") or {})
-    learner = (result.get("learners") or {}).get("default_policy") or {}
-    picked.update({name: learner.get(key) for key, name in LEARNER_METRICS.items()})
-    timers = result.get("timers") or {}
-    picked.update({f"time/{key}_s": timers.get(key) for key in ("rollout", "learner_update", "weight_sync", "step")})
-    return {
-        key: float(value) for key, value in picked.items()
-        if isinstance(value, (int, float)) and math.isfinite(value)
-    }
 
 
 class _GracefulInterrupt:
@@ -103,24 +81,21 @@ def _driver_threads(recipe: Recipe) -> int:
 
 
 def save_checkpoint(algo, output_dir: Path) -> Path:
-    """Save to ``checkpoints/step_NNNNNN`` atomically (a crash mid-save leaves no half checkpoint)."""
+    """Save to ``checkpoints/step_NNNNNN`` (atomically: ``GRPO.save_to_path``)."""
     final = output_dir / "checkpoints" / f"step_{algo.iteration:06d}"
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    algo.save_to_path(str(partial))
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
+    algo.save_to_path(str(final))
     (output_dir / "checkpoints" / "latest").write_text(final.name + "\n")
     return final
 
 
 def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Train per ``recipe``; returns (and writes to ``output_dir/summary.json``) the outcome."""
+    """Train per ``recipe``; returns (and writes to ``output_dir/summary.json``) the outcome.
+
+    MLflow tracking is the algorithm's own callback (``MlflowTrackingCallback``); this driver
+    adds the run directory's files (config, ``metrics.jsonl``, checkpoints, final model,
+    summary) and logs the config and summary to the same run."""
     import torch
     from tqdm.auto import tqdm
-
-    from torl_rllib.export import export_policy
-    from torl_rllib.tracking import MlflowTracker, flatten_params
 
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path = output_dir / "config.yaml"
@@ -131,33 +106,26 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     torch.set_num_threads(_driver_threads(recipe))
     algo = recipe.build_config().build_algo()
     if resume:
-        algo.restore_from_path(str(Path(resume).resolve()))
+        algo.restore_from_path(str(Path(resume).resolve()))  # continues its MLflow run too
         logger.info("resumed from %s at step %d", resume, algo.iteration)
-
-    # Default store: ./mlflow.db in the working directory, shared by every run (one MLflow UI).
-    tracker = MlflowTracker(recipe.tracking_config(), run_name=recipe.name, output_dir=Path.cwd())
-    tracker.start(flatten_params(recipe.data))
-    tracker.log_artifact(config_path)
+    tracking = tracking_callback(algo)
+    tracker = tracking.tracker if tracking else None
 
     history: list[dict[str, float]] = []
     metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
     checkpoint: Path | None = None
-    status = "FINISHED"
     start = time.perf_counter()
     try:
         with _GracefulInterrupt() as interrupt, tqdm(
             total=run.steps, initial=algo.iteration, desc=recipe.name, unit="step", dynamic_ncols=True
         ) as bar:
             while algo.iteration < run.steps and not interrupt.requested:
-                metrics = step_metrics(algo.train())
+                metrics = dict(algo.train()[RESULT_KEY])  # also logged to MLflow by the callback
                 step = algo.iteration
                 metrics["step"] = step
                 history.append(metrics)
                 metrics_log.write(json.dumps(metrics) + "\n")
                 metrics_log.flush()
-                tracker.log_metrics(step, metrics)
-                if tracker.wants_trajectories(step):
-                    tracker.log_trajectories(step, algo.last_samples)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     checkpoint = save_checkpoint(algo, output_dir)
                 bar.set_postfix(
@@ -166,24 +134,26 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 )
                 bar.update(1)
             if interrupt.requested:
-                status = "KILLED"
+                algo.run_status = "KILLED"
         if checkpoint is None or not checkpoint.name.endswith(f"{algo.iteration:06d}"):
             checkpoint = save_checkpoint(algo, output_dir)
-        tracker.log_text(str(checkpoint), "checkpoint_path.txt")
-        if run.export_final and status == "FINISHED":
-            exported = export_policy(checkpoint, output_dir / "final_model")
-            tracker.log_artifact(exported, "final_model")
+        if run.export_final and algo.run_status == "FINISHED":
+            export_dir = output_dir / "final_model"
+            shutil.rmtree(export_dir, ignore_errors=True)
+            algo.export_policy(export_dir)
     except BaseException:
-        status = "FAILED"
+        algo.run_status = "FAILED"
         raise
     finally:
         metrics_log.close()
         wall = time.perf_counter() - start
-        summary = summarize(recipe, history, wall, checkpoint, tracker.run_id, status)
+        run_id = tracker.run_id if tracker else None
+        summary = summarize(recipe, history, wall, checkpoint, run_id, algo.run_status)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        tracker.log_artifact(output_dir / "summary.json")
-        tracker.finish(status)
-        algo.stop()
+        if tracker:
+            tracker.log_artifact(config_path)
+            tracker.log_artifact(output_dir / "summary.json")
+        algo.stop()  # the tracking callback logs the final model and ends the MLflow run
     return summary
 
 

@@ -20,8 +20,8 @@ class TrackingConfig:
     """Where and what to track; ``enabled=False`` turns every tracker call into a no-op."""
 
     enabled: bool = True
-    # None: ``sqlite:///<output_dir or cwd>/mlflow.db``. Any MLflow URI works (sqlite:, file:,
-    # http:).
+    # None: $MLFLOW_TRACKING_URI, else ``sqlite:///<cwd>/mlflow.db``. Any MLflow URI works
+    # (sqlite:, file:, http(s): to a tracking server).
     tracking_uri: str | None = None
     experiment: str = "torl-rllib"
     # None: the recipe's name.
@@ -31,6 +31,12 @@ class TrackingConfig:
     # Log PNG plots of ``plot_metrics`` against step when the run finishes.
     plots: bool = True
     plot_metrics: tuple[str, ...] = DEFAULT_PLOT_METRICS
+    # Log the final policy as a logged model of the run (MLflow's transformers flavor) when
+    # the run finishes; and register it in the Model Registry under this name (None: don't).
+    log_model: bool = True
+    register_model: str | None = None
+    # Make the run a child of this run (``mlflow.parentRunId``); a sweep sets it per trial.
+    parent_run_id: str | None = None
     # Bounds on one HTTP call to a tracking server, so a server that is down costs a step
     # milliseconds (refused) or at most this timeout (unreachable) instead of MLflow's default
     # of 7 retries with exponential backoff (about 4 minutes). No retries by default: the
@@ -46,6 +52,12 @@ class TrackingConfig:
             raise ValueError(
                 f"trajectories_every must be >= 0 (0 = never), got {self.trajectories_every}"
             )
+        if self.register_model is not None and not (
+            isinstance(self.register_model, str) and self.register_model.strip()
+        ):
+            raise ValueError(f"register_model must be a non-empty model name, got {self.register_model!r}")
+        if self.register_model and not self.log_model:
+            raise ValueError("register_model needs log_model: true (only a logged model can be registered)")
         if self.http_timeout_s < 1:
             raise ValueError(f"http_timeout_s must be >= 1, got {self.http_timeout_s}")
         if self.http_max_retries < 0:

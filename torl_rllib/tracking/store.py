@@ -17,9 +17,13 @@ _SQLITE_PREFIX = "sqlite:///"
 
 
 def resolve_tracking_uri(uri: str | None, output_dir: Path | None) -> str:
-    """``uri`` as given, or a sqlite store ``mlflow.db`` in ``output_dir`` (else the cwd)."""
+    """``uri`` as given, else MLflow's own ``MLFLOW_TRACKING_URI`` when set, else a sqlite store
+    ``mlflow.db`` in ``output_dir`` (else the cwd); a sqlite path is made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        return uri
+        # A relative sqlite path would move with the cwd (Tune runs each trial in its own dir).
+        db_path = _sqlite_path(uri)
+        return f"{_SQLITE_PREFIX}{db_path}" if db_path else uri
     return f"{_SQLITE_PREFIX}{(Path(output_dir or Path.cwd()) / 'mlflow.db').resolve()}"
 
 

@@ -12,11 +12,13 @@ import functools
 import json
 import logging
 import time
+import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from torl_rllib.tracking.config import TrackingConfig
@@ -94,12 +96,28 @@ class MlflowTracker:
     # -- the run ------------------------------------------------------------------------------
 
     @_tracked
-    def start(self, params: Mapping[str, Any] | None = None) -> str:
-        """Create the run and log ``params`` (a nested config, flattened to dotted keys) plus
-        library versions. Returns the run id."""
+    def start(
+        self, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None
+    ) -> str:
+        """Create the run (with ``tags``, e.g. ``mlflow.parentRunId``) and log ``params`` (a
+        nested config, flattened to dotted keys) plus library versions. Returns the run id."""
         self._pending_params = to_params({**flatten_params(params or {}), **library_versions()})
-        self._ensure_run()
+        self._ensure_run(tags)
         return self.run_id
+
+    @_tracked
+    def resume(self, run_id: str) -> str:
+        """Continue the existing run ``run_id`` (a resumed training): mark it RUNNING again and
+        reload its metric history so the final plots cover the whole run."""
+        prepare_store(self.tracking_uri, self.cfg)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        run = client.get_run(run_id)
+        self._client, self.run_id, self._pending_params = client, run_id, []
+        client.update_run(run_id, status="RUNNING")
+        for key in run.data.metrics:
+            self.history.add(client.get_metric_history(run_id, key))
+        logger.info("MLflow run %s continued in %s", run_id, self.tracking_uri)
+        return run_id
 
     def finish(self, status: str = "FINISHED") -> None:
         """Log the plots (when enabled) and end the run as FINISHED, FAILED or KILLED. Later
@@ -112,14 +130,17 @@ class MlflowTracker:
     def _end_run(self, status: str) -> None:
         self._ensure_run().set_terminated(self.run_id, status=status)
 
-    def _ensure_run(self) -> MlflowClient:
+    def _ensure_run(self, tags: Mapping[str, Any] | None = None) -> MlflowClient:
         """The client of a run that exists (``self.run_id``), creating the run first if no
         earlier call could, and sending params still pending."""
         if self.run_id is None:
             artifact_location = prepare_store(self.tracking_uri, self.cfg)
             client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment_id = self._experiment_id(client, artifact_location)
-            run = client.create_run(experiment_id, run_name=self.run_name)
+            run = client.create_run(
+                experiment_id, run_name=self.run_name,
+                tags={k: truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in (tags or {}).items()},
+            )
             self._client, self.run_id = client, run.info.run_id
             logger.info("MLflow run %r (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
         while self._pending_params:
@@ -163,11 +184,18 @@ class MlflowTracker:
     def log_trajectories(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
         """Log sample trajectories (prompt, response with tool calls and outputs, answer, gold,
         reward, ...) as the MLflow table ``trajectories/step_NNNNNN.json``."""
-        if not rows:
-            return
-        self._ensure_run().log_table(
-            self.run_id, data=_table(rows), artifact_file=f"trajectories/step_{step:06d}.json"
-        )
+        self.log_table_rows(rows, f"trajectories/step_{step:06d}.json")
+
+    @_tracked
+    def log_table_rows(self, rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
+        """Log rows (dicts, columns in first-seen order) as an MLflow table artifact."""
+        if rows:
+            self._ensure_run().log_table(self.run_id, data=_table(rows), artifact_file=artifact_file)
+
+    @_tracked
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Log a matplotlib figure as an image artifact."""
+        self._ensure_run().log_figure(self.run_id, figure, artifact_file)
 
     # -- artifacts and tags -------------------------------------------------------------------
 
@@ -224,6 +252,55 @@ class MlflowTracker:
         client = self._ensure_run()
         for batch in _chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(self.run_id, tags=batch, synchronous=True)
+
+    @_tracked
+    def log_dataset(self, records: Sequence[Mapping[str, Any]], source: str, name: str,
+                    context: str = "training") -> str:
+        """Record ``records`` (the rows actually used) as the run's dataset input, with its
+        source path and MLflow's content digest. Returns the digest."""
+        import mlflow.data
+        import pandas as pd
+
+        with warnings.catch_warnings():  # MLflow registers its local source class twice and warns
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(pd.DataFrame(list(records)), source=source, name=name)
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        self._ensure_run().log_inputs(
+            self.run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)]
+        )
+        return dataset.digest
+
+    @_tracked
+    def log_model(self, model_dir: str | Path, name: str = "model",
+                  registered_model_name: str | None = None) -> str:
+        """Log a Hugging Face model directory as a *logged model* of the run (MLflow's
+        ``transformers`` flavor, task text-generation), optionally registering it in the Model
+        Registry under ``registered_model_name``. Returns the model URI (``models:/<id>``)."""
+        import mlflow
+        import mlflow.transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # Loaded objects, not the directory: MLflow's local-checkpoint path breaks on
+        # transformers 5 task metadata. Requirements pinned from what is installed: MLflow's
+        # inference imports torchvision, which a text model does not need.
+        components = {"model": AutoModelForCausalLM.from_pretrained(model_dir),
+                      "tokenizer": AutoTokenizer.from_pretrained(model_dir)}
+        requirements = [f"{lib}=={metadata.version(lib)}" for lib in ("torch", "transformers")]
+        # The flavor logs through MLflow's global ("fluent") run state only: point it at this
+        # run for the duration of the call and put the global tracking URI back afterwards.
+        self._ensure_run()
+        previous_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.transformers.log_model(
+                    components, name=name, task="text-generation", pip_requirements=requirements,
+                    registered_model_name=registered_model_name,
+                )
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
+        self._client.update_run(self.run_id, status="RUNNING")  # start_run's exit ended it
+        return info.model_uri
 
     # -- failure reporting --------------------------------------------------------------------
 

@@ -12,8 +12,11 @@ LearnerGroup → blocking weight broadcast to every EnvRunner (versioned).
 
 from __future__ import annotations
 
+import inspect
 import logging
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,9 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
+from ray.tune.result import TRIAL_INFO
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
 )
@@ -32,12 +37,19 @@ from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerC
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
+from torl_rllib.tracking import TrackingConfig
+from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
+from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
 
 logger = logging.getLogger(__name__)
 
 ROLLOUT_ENGINES = ("hf", "vllm")
 PROMPT_STATE = "grpo_prompt_iterator"
 VERSION_STATE = "grpo_weights_version"
+TRACKING_STATE = "grpo_tracking"
+RESOURCE_KEYS = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
+                 "num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
+                 "num_cpus_for_main_process")
 # Timers (seconds, logged with window=1: the value of this step, not an EMA).
 TIMER_ROLLOUT = "rollout"
 TIMER_LEARN = "learner_update"
@@ -98,6 +110,8 @@ class GRPOConfig(AlgorithmConfig):
         self.trajectories_to_log = 8
         # .sandbox()
         self.sandbox_config: dict[str, Any] = {}
+        # .tracking(): TrackingConfig fields; empty = off
+        self.tracking_config: dict[str, Any] = {}
 
     # ---- builder sections ------------------------------------------------------------------
     @override(AlgorithmConfig)
@@ -168,6 +182,32 @@ class GRPOConfig(AlgorithmConfig):
         """``sandbox.SandboxConfig`` fields of the interpreter pool (one per node)."""
         self.sandbox_config = {**self.sandbox_config, **sandbox_config}
         return self
+
+    def tracking(self, **tracking_config) -> "GRPOConfig":
+        """MLflow tracking (``torl_rllib.tracking.TrackingConfig`` fields): calling it turns
+        tracking on (``enabled=False`` turns it off) through ``MlflowTrackingCallback``, so
+        ``torl-rllib train``, a Tune trial and ``algo.train()`` record the same run."""
+        self.tracking_config = {"enabled": True, **self.tracking_config, **tracking_config}
+        return self
+
+    def tracked_params(self) -> dict[str, Any]:
+        """This config as a recipe (one section per builder method): the run's MLflow params."""
+        def section(method) -> dict[str, Any]:
+            names = [n for n in inspect.signature(method).parameters if n not in ("self", "kwargs")]
+            return {n: getattr(self, n) for n in names}
+
+        return {
+            "seed": self.seed,
+            "model": dict(self._model_config or {}),
+            "data": {"train": self.train_data, "template": self.prompt_template},
+            "reward": dict(self.reward),
+            "training": {"lr": self.lr, "grad_clip": self.grad_clip, "num_epochs": self.num_epochs,
+                         **section(GRPOConfig.training)},
+            "rollout": section(GRPOConfig.rollout),
+            "sandbox": dict(self.sandbox_config),
+            "resources": {k: getattr(self, k) for k in RESOURCE_KEYS},
+            "tracking": dict(self.tracking_config),
+        }
 
     @override(AlgorithmConfig)
     def env_runners(self, **kwargs) -> "GRPOConfig":
@@ -240,7 +280,15 @@ class GRPOConfig(AlgorithmConfig):
         check(bool((self._model_config or {}).get("path")),
               "the policy model is required (.rl_module(model_config={'path': ...}))")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        try:
+            TrackingConfig(**self.tracking_config)
+        except (TypeError, ValueError) as exc:
+            errors.append(f"tracking: {exc}")
         return errors
+
+    @property
+    def tracking_enabled(self) -> bool:
+        return bool(self.tracking_config.get("enabled"))
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
@@ -248,6 +296,9 @@ class GRPOConfig(AlgorithmConfig):
         errors = self.problems()
         if errors:
             raise ValueError("invalid GRPO config:\n  - " + "\n  - ".join(errors))
+        callbacks = force_list(self.callbacks_class)
+        if self.tracking_enabled and MlflowTrackingCallback not in callbacks:
+            self.callbacks_class = [*callbacks, MlflowTrackingCallback]
 
 
 class GRPO(Algorithm):
@@ -258,20 +309,50 @@ class GRPO(Algorithm):
     def get_default_config(cls) -> GRPOConfig:
         return GRPOConfig()
 
+    def __init__(self, config=None, *args, **kwargs):
+        # Tune passes the trial's identity inside a config dict, which RLlib's Algorithm drops
+        # when it builds the AlgorithmConfig: keep it, so ``trial_id``/``trial_name`` work.
+        trial_info = config.get(TRIAL_INFO) if isinstance(config, dict) else None
+        super().__init__(config, *args, **kwargs)
+        self._trial_info = self._trial_info or trial_info
+
     @override(Algorithm)
     def setup(self, config: GRPOConfig) -> None:
         from torl_rllib.tasks import load_dataset
 
+        if ray.get_runtime_context().get_actor_id() is not None:
+            # A Tune trial: torch's default (every core) would oversubscribe the node when
+            # trials run side by side (DESIGN §3: 10x slower on 2 cores). Use the trial's CPUs.
+            import torch
+
+            torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
         check_schedulable(config)
         self._sandbox_pools = start_sandbox_pools(config)
         super().setup(config)
         dataset = load_dataset(config.train_data)
         self._num_skipped_rows = dataset.num_skipped
+        self.train_problems = dataset.problems
         self._prompts = PromptIterator(dataset.problems, seed=config.seed or 0)
+        # How the run ends, for tracking: a failed step makes it FAILED; a driver that stops
+        # on an interrupt sets KILLED before ``stop()``.
+        self.run_status = "FINISHED"
+        self.last_export: tuple[int, Path] | None = None  # (iteration, directory)
         self._weights_version = 0
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
         self._sync_weights()  # every EnvRunner starts from the learner's weights
+
+    @override(Algorithm)
+    def step(self) -> dict:
+        """RLlib's step, plus the flat per-step metrics under ``result["torl"]`` (what MLflow,
+        the CLI and Tune's schedulers read, e.g. Tune's metric ``torl/accuracy``)."""
+        try:
+            result = super().step()
+        except BaseException:
+            self.run_status = "FAILED"
+            raise
+        result[RESULT_KEY] = step_metrics(result)
+        return result
 
     @override(Algorithm)
     def training_step(self) -> None:
@@ -353,12 +434,50 @@ class GRPO(Algorithm):
         if any(v != version for v in held):
             raise RuntimeError(f"weight sync failed: runners hold versions {held}, expected {version}")
 
+    def export_policy(self, out_dir: str | Path) -> Path:
+        """Write the current policy as a Hugging Face model directory (no checkpoint needed)."""
+        from torl_rllib.export import export_weights
+
+        weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        out = export_weights(weights, self.config.model_config, out_dir)
+        self.last_export = (self.iteration, out)
+        return out
+
+    @override(Algorithm)
+    def cleanup(self) -> None:
+        callback = tracking_callback(self)
+        if callback is not None:  # RLlib has no stop hook: the algorithm calls it
+            callback.on_algorithm_stop(algorithm=self, status=self.run_status)
+        super().cleanup()
+
     # ---- checkpoint state --------------------------------------------------------------------
+    @override(Algorithm)
+    def save_to_path(self, path=None, *args, **kwargs) -> str:
+        """RLlib's save, made atomic: written to ``PATH.partial`` and renamed, so a crash or a
+        kill mid-save never leaves a half checkpoint under ``path``."""
+        if path is None:
+            path = super().save_to_path(None, *args, **kwargs)
+        else:
+            final = Path(path)
+            partial = final.with_name(final.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            super().save_to_path(str(partial), *args, **kwargs)
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            path = str(final)
+        callback = tracking_callback(self)
+        if callback is not None:  # RLlib has no checkpoint-saved hook: the algorithm calls it
+            callback.on_checkpoint_saved(algorithm=self, path=str(path))
+        return path
+
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[PROMPT_STATE] = self._prompts.get_state()
         state[VERSION_STATE] = self._weights_version
+        callback = tracking_callback(self)
+        if callback is not None:
+            state[TRACKING_STATE] = callback.get_state(self)
         return state
 
     @override(Algorithm)
@@ -368,6 +487,9 @@ class GRPO(Algorithm):
             self._prompts.set_state(state[PROMPT_STATE])
         if VERSION_STATE in state:
             self._weights_version = state[VERSION_STATE]
+        callback = tracking_callback(self)
+        if callback is not None and TRACKING_STATE in state:
+            callback.set_state(self, state[TRACKING_STATE])
 
     @override(Algorithm)
     def restore_from_path(self, path, *args, **kwargs):
@@ -375,14 +497,19 @@ class GRPO(Algorithm):
         self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
 
 
-def start_sandbox_pools(config: GRPOConfig) -> list:
-    """One SandboxPool actor per node, created (and so owned) by the driver, which outlives
-    the EnvRunners that use them. Fails fast, naming the cause, when jails cannot start."""
+def start_sandbox_pools(config: GRPOConfig) -> dict:
+    """One SandboxPool actor per node and sandbox config, shared by every EnvRunner there.
+
+    Created by the driver, which outlives the EnvRunners that use them. When the algorithm is
+    itself an actor (a Ray Tune trial), the pools are detached: concurrent and later trials
+    share them, none dies with the trial that happened to create it, and the sweep ends them
+    (``SandboxPool.shutdown_all``). Fails fast, naming the cause, when jails cannot start."""
     if config.max_tool_calls == 0:
-        return []
+        return {}
     from sandbox import SandboxConfig, SandboxPool
 
-    return SandboxPool.for_all_nodes(SandboxConfig(**config.sandbox_config))
+    in_actor = ray.get_runtime_context().get_actor_id() is not None
+    return SandboxPool.for_all_nodes(SandboxConfig(**config.sandbox_config), detached=in_actor)
 
 
 def check_schedulable(config: GRPOConfig) -> None:
