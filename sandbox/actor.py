@@ -10,6 +10,8 @@ from sandbox.errors import SandboxStartError
 from sandbox.pool import WarmJailPool
 from sandbox.result import ExecutionResult
 
+POOL_NAME_PREFIX = "sandbox-pool-"
+
 
 class SandboxPool:
     """Ray actor body: one per node and config (named, pinned to its node), owning a WarmJailPool.
@@ -22,7 +24,9 @@ class SandboxPool:
     The actor asks Ray for `actor_num_cpus` (default 0) CPUs: its jails are its own processes,
     and reserving CPUs for it would starve the EnvRunners and Learners of a small cluster
     (on 2 CPUs: a silent scheduling deadlock). It is owned by whoever creates it first, so let
-    the driver create the pools (`for_all_nodes`) before the actors that use them.
+    the driver create the pools (`for_all_nodes`) before the actors that use them; where the
+    creator ends before its users (Ray Tune trials sharing a node's pool), create it
+    `detached` and end it with `shutdown_all` when the last user is done.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -54,11 +58,12 @@ class SandboxPool:
 
     @staticmethod
     def actor_name(config: SandboxConfig, node_id: str) -> str:
-        return f"sandbox-pool-{node_id[:16]}-{config.fingerprint()}"
+        return f"{POOL_NAME_PREFIX}{node_id[:16]}-{config.fingerprint()}"
 
     @classmethod
-    def for_node(cls, config: SandboxConfig, node_id: str, *, wait: bool = True):
-        """Handle of the pool on `node_id` for `config`, creating it if needed.
+    def for_node(cls, config: SandboxConfig, node_id: str, *, wait: bool = True, detached: bool = False):
+        """Handle of the pool on `node_id` for `config`, creating it if needed (`detached`: it
+        outlives its creator, until `shutdown_all` or the end of the Ray cluster).
 
         With `wait`, blocks until its jails are up and raises SandboxStartError if they cannot
         start (the message names the cause and the fix).
@@ -73,6 +78,7 @@ class SandboxPool:
             num_cpus=config.actor_num_cpus,
             max_concurrency=config.actor_max_concurrency,
             max_restarts=config.actor_max_restarts,
+            lifetime="detached" if detached else None,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         ).remote(config)
         if wait:
@@ -90,12 +96,26 @@ class SandboxPool:
         return cls.for_node(config, ray.get_runtime_context().get_node_id(), wait=wait)
 
     @classmethod
-    def for_all_nodes(cls, config: SandboxConfig, *, wait: bool = True) -> dict[str, Any]:
+    def for_all_nodes(cls, config: SandboxConfig, *, wait: bool = True, detached: bool = False) -> dict[str, Any]:
         """Create (or find) the pool of every alive node: {node_id: handle}."""
         import ray
 
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-        return {node: cls.for_node(config, node, wait=wait) for node in nodes}
+        return {node: cls.for_node(config, node, wait=wait, detached=detached) for node in nodes}
+
+    @classmethod
+    def shutdown_all(cls, namespace: str = SandboxConfig.ray_namespace) -> int:
+        """End every pool in `namespace` (their jails stop with them); returns how many."""
+        import ray
+
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == namespace and a["name"].startswith(POOL_NAME_PREFIX)]
+        for name in names:
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+            except ValueError:  # ended meanwhile
+                pass
+        return len(names)
 
 
 @functools.cache
