@@ -3,6 +3,7 @@
     torl-rllib train experiments/tiny_cpu.yaml [section.key=value ...] [--output-dir DIR] [--resume CKPT]
     torl-rllib export CHECKPOINT OUT_DIR
     torl-rllib check experiments/tiny_cpu.yaml [section.key=value ...]
+    torl-rllib sweep experiments/sweeps/tiny_cpu.yaml [key=value ...] [--resume]
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="run directory (checkpoints, logs, summary.json); default: run.output_dir")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint directory")
     train.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own logs")
+
+    sweep = sub.add_parser("sweep", help="run a hyperparameter sweep on Ray Tune (one MLflow child run per trial)")
+    sweep.add_argument("sweep_file", help="YAML sweep file, e.g. experiments/sweeps/tiny_cpu.yaml")
+    sweep.add_argument("overrides", nargs="*",
+                       help="tune.num_samples=2, search_space.training.lr='{grid: [1e-4]}', or base-recipe keys")
+    sweep.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its output_dir")
+    sweep.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and the trials' own logs")
 
     check = sub.add_parser("check", help="validate a recipe (and overrides) without training")
     check.add_argument("recipe")
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             out = export_policy(args.checkpoint, args.out_dir)
             print(f"exported policy to {out}")
             return 0
+        if args.command == "sweep":
+            return _sweep(args)
         recipe = load_recipe(args.recipe, args.overrides)
         if args.resume and not Path(args.resume).is_dir():
             raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")
@@ -89,6 +99,25 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
     )
     return 0 if summary["status"] == "FINISHED" else 130
+
+
+def _sweep(args) -> int:
+    from torl_rllib.sweep import load_sweep
+    from torl_rllib.sweep.driver import run_sweep
+
+    spec = load_sweep(args.sweep_file, args.overrides)  # RecipeError: reported by main, exit 2
+    outcome = run_sweep(spec, resume=args.resume, verbose=args.verbose)
+    print(f"\n{outcome.table}\n")
+    summary = outcome.summary
+    print(f"{outcome.status.lower()}: {summary['trials']} trials ({summary['stopped_early']} stopped early, "
+          f"{summary['failed']} failed) in {summary['wall_time_s']:.0f}s | results {spec.output_dir}")
+    if outcome.best_command:
+        print(f"best ({spec.tune.metric}, last-5 mean {summary['best']['last5_mean_' + spec.tune.metric]:.3f}):\n"
+              f"  {outcome.best_command}")
+    if outcome.status == "KILLED":
+        print(f"interrupted: continue with  torl-rllib sweep {args.sweep_file} --resume")
+        return 130
+    return 0 if outcome.status == "FINISHED" else 1
 
 
 if __name__ == "__main__":

@@ -34,14 +34,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override"]
+__all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override",
+           "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "section_schemas"]
 
 MODEL_KEYS = {"path": str, "dtype": str, "gradient_checkpointing": bool,
               "trust_remote_code": bool, "logits_chunk_size": int}
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_gpus_per_env_runner": float, "num_learners": int,
-                 "num_cpus_per_learner": float, "num_gpus_per_learner": float}
+                 "num_cpus_per_learner": float, "num_gpus_per_learner": float,
+                 "num_cpus_for_main_process": float}
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
              "resources", "run", "tracking")
@@ -102,10 +104,15 @@ class Recipe:
                   reward=dict(d.get("reward", {})))
             .sandbox(**d.get("sandbox", {}))
         )
+        tracking = d.get("tracking", {})
+        if tracking.get("enabled", True):
+            config.tracking(**{"run_name": self.name, **tracking})
         res = d.get("resources", {})
         runner_keys = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
         config.env_runners(**{k: res[k] for k in runner_keys if k in res})
-        config.learners(**{k: res[k] for k in res if k not in runner_keys})
+        config.learners(**{k: res[k] for k in res if k not in (*runner_keys, "num_cpus_for_main_process")})
+        if "num_cpus_for_main_process" in res:  # the driver (a Tune trial's own CPUs)
+            config.resources(num_cpus_for_main_process=res["num_cpus_for_main_process"])
         return config
 
 
@@ -120,14 +127,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override, validate; raises ``RecipeError`` listing every problem."""
     path = Path(path)
+    return recipe_from_dict(read_yaml_mapping(path), path.parent, overrides, source=path)
+
+
+def read_yaml_mapping(path: Path, what: str = "recipe file") -> dict:
+    """The top-level mapping of a YAML file; ``RecipeError`` if it is missing or not one."""
     if not path.is_file():
-        raise RecipeError([f"recipe file {str(path)!r} does not exist"], "command line")
+        raise RecipeError([f"{what} {str(path)!r} does not exist"], "command line")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError([f"not valid YAML: {exc}"], str(path)) from None
     if not isinstance(raw, dict):
         raise RecipeError(["the top level must be a mapping of sections"], str(path))
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str] = ()) -> dict:
+    """``raw`` with ``section.key=value`` overrides set (a copy)."""
+    raw = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
@@ -136,11 +154,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             if not isinstance(node, dict):
                 raise RecipeError([f"override {text!r}: {k!r} is not a section"], "command line")
         node[keys[-1]] = value
-    data = _resolve_paths(raw, path.parent)
+    return raw
+
+
+def recipe_from_dict(raw: dict, base: Path, overrides: list[str] = (), source: Path | None = None,
+                     name: str | None = None) -> Recipe:
+    """A validated recipe from its sections (relative paths resolved against ``base``)."""
+    data = _resolve_paths(apply_overrides(raw, overrides), base)
     problems = validate_sections(data)
     if problems:
-        raise RecipeError(problems, str(path))
-    return Recipe(name=str(data.get("name") or path.stem), data=data, source=path)
+        raise RecipeError(problems, str(source or "recipe"))
+    default_name = name or (source.stem if source else "recipe")
+    return Recipe(name=str(data.get("name") or default_name), data=data, source=source)
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
@@ -220,6 +245,27 @@ def _dataclass_schema(cls) -> dict[str, Any]:
     return hints
 
 
+def section_schemas() -> dict[str, dict[str, Any]]:
+    """Each mapping section's keys and their types."""
+    from sandbox import SandboxConfig
+    from torl_rllib.algorithms.grpo import GRPOConfig
+    from torl_rllib.tasks import RewardConfig
+    from torl_rllib.tracking import TrackingConfig
+
+    defaults = GRPOConfig()
+    return {
+        "model": MODEL_KEYS,
+        "data": {"train": Any, "template": str},
+        "reward": _dataclass_schema(RewardConfig),
+        "training": {**_builder_schema(GRPOConfig.training, defaults), **RLLIB_TRAINING_KEYS},
+        "rollout": _builder_schema(GRPOConfig.rollout, defaults),
+        "sandbox": _dataclass_schema(SandboxConfig),
+        "resources": RESOURCE_KEYS,
+        "run": _dataclass_schema(RunSettings),
+        "tracking": _dataclass_schema(TrackingConfig),
+    }
+
+
 def validate_sections(data: dict) -> list[str]:
     """Every problem of a recipe dict (keys, types, ranges, files)."""
     from sandbox import SandboxConfig
@@ -231,19 +277,7 @@ def validate_sections(data: dict) -> list[str]:
     for key in data:
         if key not in TOP_LEVEL:
             problems.append(f"{key}: unknown section{_suggest(key, TOP_LEVEL)}")
-    defaults = GRPOConfig()
-    training_schema = {**_builder_schema(GRPOConfig.training, defaults), **RLLIB_TRAINING_KEYS}
-    sections = {
-        "model": MODEL_KEYS,
-        "data": {"train": Any, "template": str},
-        "reward": _dataclass_schema(RewardConfig),
-        "training": training_schema,
-        "rollout": _builder_schema(GRPOConfig.rollout, defaults),
-        "sandbox": _dataclass_schema(SandboxConfig),
-        "resources": RESOURCE_KEYS,
-        "run": _dataclass_schema(RunSettings),
-        "tracking": _dataclass_schema(TrackingConfig),
-    }
+    sections = section_schemas()
     # Range checks run on what is left once bad keys and types are set aside, so every
     # problem is reported in one go.
     data = {k: v for k, v in data.items() if k in TOP_LEVEL}

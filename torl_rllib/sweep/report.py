@@ -1,0 +1,134 @@
+"""What a sweep shows: one console line per trial result, the final table of every trial, the
+best configuration as a ready ``torl-rllib train`` command."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+
+from torl_rllib.sweep.search_space import config_path
+from torl_rllib.tracking.step_metrics import RESULT_KEY
+
+__all__ = ["TrialConsole", "TrialRow", "trial_rows", "format_table", "rank", "RANK_WINDOW"]
+
+RANK_WINDOW = 5  # trials are ranked by the mean of their last 5 steps (Tune's "last-5-avg")
+
+
+def searched_values(config: dict, keys) -> dict[str, Any]:
+    """The value each searched recipe key took in a trial's config dict."""
+    values = {}
+    for key in keys:
+        node = config
+        for part in config_path(key):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[key] = node
+    return values
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+class TrialConsole(tune.Callback):
+    """Prints one line per trial result and per trial end (Tune's own reporter is off)."""
+
+    def __init__(self, metric: str, searched: list[str], steps: int):
+        self.metric, self.searched, self.steps = metric, list(searched), steps
+
+    def _label(self, trial) -> str:
+        values = searched_values(trial.config, self.searched)
+        return f"{trial.trial_id} " + " ".join(f"{_short(k)}={_fmt(v)}" for k, v in values.items())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metrics = result.get(RESULT_KEY) or {}
+        shown = dict.fromkeys((self.metric, "accuracy", "code_ratio"))
+        parts = [f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float)]
+        step_s = metrics.get("time/step_s")
+        print(f"[{self._label(trial)}] step {result.get('training_iteration')}/{self.steps}  "
+              + "  ".join(parts) + (f"  {step_s:.1f} s/step" if step_s else ""), flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        steps = (trial.last_result or {}).get("training_iteration", 0)
+        how = "finished" if steps >= self.steps else "stopped early by the scheduler"
+        print(f"[{self._label(trial)}] {how} after {steps} steps", flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        print(f"[{self._label(trial)}] failed; retrying from its last checkpoint", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"[{self._label(trial)}] failed for good (see {trial.local_path}/error.txt)",
+              file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrialRow:
+    """One trial's outcome."""
+
+    trial_id: str
+    values: dict[str, Any]
+    status: str  # finished | stopped early | failed | unfinished
+    steps: int
+    final: float | None
+    ranked: float | None  # mean of the last RANK_WINDOW steps
+    best: float | None
+    checkpoint: str | None
+    mlflow_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # final step's metrics
+
+    def as_dict(self, metric: str) -> dict[str, Any]:
+        return {"trial": self.trial_id, **self.values, "status": self.status, "steps": self.steps,
+                f"final_{metric}": self.final, f"last{RANK_WINDOW}_mean_{metric}": self.ranked,
+                f"best_{metric}": self.best, "checkpoint": self.checkpoint,
+                "mlflow_run_id": self.mlflow_run_id}
+
+
+def trial_rows(analysis, metric: str, searched: list[str], steps: int) -> list[TrialRow]:
+    """Every trial of a finished (or interrupted) Tune experiment, best first."""
+    column = f"{RESULT_KEY}/{metric}"
+    rows = []
+    for trial in analysis.trials:
+        frame = analysis.trial_dataframes.get(trial.trial_id)
+        series = [v for v in (frame[column] if frame is not None and column in frame else [])
+                  if isinstance(v, float) and math.isfinite(v)]
+        done = (trial.last_result or {}).get("training_iteration", 0)
+        status = {"TERMINATED": "finished" if done >= steps else "stopped early",
+                  "ERROR": "failed"}.get(trial.status, "unfinished")
+        rows.append(TrialRow(
+            trial_id=trial.trial_id, values=searched_values(trial.config, searched), status=status,
+            steps=done, final=series[-1] if series else None,
+            ranked=statistics.fmean(series[-RANK_WINDOW:]) if series else None,
+            best=max(series) if series else None,
+            checkpoint=trial.checkpoint.path if trial.checkpoint else None,
+            metrics=dict((trial.last_result or {}).get(RESULT_KEY) or {}),
+        ))
+    return rows
+
+
+def rank(rows: list[TrialRow], mode: str) -> list[TrialRow]:
+    """Best first by the last-steps mean; trials without a value last."""
+    sign = -1 if mode == "max" else 1
+    return sorted(rows, key=lambda r: (r.ranked is None, sign * (r.ranked or 0.0)))
+
+
+def format_table(rows: list[TrialRow], metric: str) -> str:
+    """A fixed-width table (also valid Markdown) of the ranked trials."""
+    if not rows:
+        return "(no trials)"
+    headers = ["trial", *(_short(k) for k in rows[0].values), "status", "steps",
+               f"{metric} final", f"last-{RANK_WINDOW} mean", "best"]
+    body = [[r.trial_id, *(_fmt(v) for v in r.values.values()), r.status, str(r.steps),
+             *("-" if v is None else f"{v:.3f}" for v in (r.final, r.ranked, r.best))] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
