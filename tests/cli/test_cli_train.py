@@ -65,6 +65,13 @@ def test_mlflow_store_has_run_params_metrics_table_and_plots(trained):
     assert {"prompt", "response", "answer", "reward"} <= set(table["columns"])
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/accuracy.png" in plots and "plots/code_ratio.png" in plots
+    # MLflow conventions: the policy is a logged model of the run, the data its dataset input.
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [(m.name, m.source_run_id) for m in models] == [("model", run.info.run_id)]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "tiny_arithmetic_train" and dataset.dataset.digest
+    assert "tiny_arithmetic_train.jsonl" in dataset.dataset.source
+    assert run.data.tags["torl.checkpoint_path"] == summary["checkpoint"]
 
 
 def test_export_loads_in_transformers_and_generates(trained):
@@ -94,6 +101,8 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["steps"] == 4
+    first = json.loads((cwd / "run" / "summary.json").read_text())
+    assert summary["mlflow_run_id"] == first["mlflow_run_id"], "resume started a new MLflow run"
     assert (tmp_path / "resumed" / "checkpoints" / "step_000004").is_dir()
     assert not (tmp_path / "resumed" / "checkpoints" / "step_000002").exists(), "resume re-ran steps"
 

@@ -4,7 +4,8 @@
     recipe: ../tiny_cpu.yaml             # the base recipe: a path, or its sections inline
     overrides:                           # dotted recipe keys fixed for every trial
       resources.num_env_runners: 0
-    search_space:                        # dotted recipe keys → distributions
+    search_space:                        # dotted recipe keys → distributions (grids: the
+                                         # first key varies fastest from trial to trial)
       training.lr: {grid: [3.0e-5, 1.0e-4, 3.0e-4]}
       rollout.max_tool_calls: {grid: [0, 1]}
     tune:
