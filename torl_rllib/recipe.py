@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 __all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override",
-           "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "section_schemas"]
+           "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "set_override", "section_schemas"]
 
 MODEL_KEYS = {"path": str, "dtype": str, "gradient_checkpointing": bool,
               "trust_remote_code": bool, "logits_chunk_size": int}
@@ -147,14 +147,19 @@ def apply_overrides(raw: dict, overrides: list[str] = ()) -> dict:
     """``raw`` with ``section.key=value`` overrides set (a copy)."""
     raw = copy.deepcopy(raw)
     for text in overrides:
-        keys, value = parse_override(text)
-        node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise RecipeError([f"override {text!r}: {k!r} is not a section"], "command line")
-        node[keys[-1]] = value
+        set_override(raw, *parse_override(text))
     return raw
+
+
+def set_override(tree: dict, keys: list[str], value: Any) -> None:
+    """Set ``tree[k1][k2]...`` = ``value``, creating sections; ``RecipeError`` when a key on
+    the way is a value, not a section."""
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise RecipeError([f"override {'.'.join(keys)}: {k!r} is not a section"], "command line")
+    node[keys[-1]] = value
 
 
 def recipe_from_dict(raw: dict, base: Path, overrides: list[str] = (), source: Path | None = None,

@@ -135,3 +135,18 @@ def test_cli_exit_code_2_before_ray_starts():
     assert proc.returncode == 2
     assert "tune.mode: must be 'max' or 'min', got 'maximize'" in proc.stderr
     assert "ray" not in proc.stdout.lower()
+
+
+def test_param_space_puts_domains_at_the_config_keys_and_points_trials_at_the_parent_run():
+    from ray.tune.search.sample import Float
+
+    from torl_rllib.sweep.driver import _scheduler, param_space
+
+    spec = load_sweep(SWEEP, ["search_space.sandbox.timeout_s={uniform: [1.0, 5.0]}"])
+    space = param_space(spec, parent_run_id="abc", tracking_uri="sqlite:////tmp/x.db")
+    assert space["max_tool_calls"] == {"grid_search": [1, 0]}
+    assert isinstance(space["sandbox_config"]["timeout_s"], Float)
+    assert space["tracking_config"]["parent_run_id"] == "abc"
+    assert space["tracking_config"]["run_name"] is None and space["tracking_config"]["log_model"] is False
+    pbt = _scheduler(load_sweep(SWEEP, ["tune.scheduler={type: pbt, perturbation_interval: 2}"]))
+    assert set(pbt._hyperparam_mutations) == {"lr"} and pbt._perturbation_interval == 2

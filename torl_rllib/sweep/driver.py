@@ -62,9 +62,7 @@ def param_space(spec: SweepSpec, parent_run_id: str | None, tracking_uri: str | 
     space = config.to_dict()
     for key, dist in spec.search_space.items():
         _set(space, config_path(key), dist.to_tune())
-    # Tune's grid varies the first key it meets fastest: make that the sweep file's first key.
-    searched_first = dict.fromkeys(config_path(key)[0] for key in spec.search_space)
-    return {**{key: space[key] for key in searched_first}, **space}
+    return space
 
 
 def _scheduler(spec: SweepSpec):

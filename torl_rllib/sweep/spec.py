@@ -4,8 +4,9 @@
     recipe: ../tiny_cpu.yaml             # the base recipe: a path, or its sections inline
     overrides:                           # dotted recipe keys fixed for every trial
       resources.num_env_runners: 0
-    search_space:                        # dotted recipe keys → distributions (grids: the
-                                         # first key varies fastest from trial to trial)
+    search_space:                        # dotted recipe keys → distributions (Tune runs a
+                                         # grid in value order, the key whose config name
+                                         # sorts first varying fastest)
       training.lr: {grid: [3.0e-5, 1.0e-4, 3.0e-4]}
       rollout.max_tool_calls: {grid: [0, 1]}
     tune:
@@ -27,7 +28,6 @@ Overrides on the command line address the sweep file (``tune.num_samples=2``,
 
 from __future__ import annotations
 
-import copy
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ import yaml
 
 from torl_rllib.recipe import (
     TOP_LEVEL, Recipe, RecipeError, apply_overrides, parse_override, read_yaml_mapping,
-    recipe_from_dict, section_schemas, validate_sections,
+    recipe_from_dict, section_schemas, set_override, validate_sections,
 )
 from torl_rllib.sweep.search_space import UNSEARCHABLE, Distribution, parse_distribution
 
@@ -123,14 +123,8 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     path = Path(path)
     raw = read_yaml_mapping(path, what="sweep file")
     sweep_overrides, recipe_overrides = _split_overrides(list(overrides))
-    raw = copy.deepcopy(raw)
     for keys, value in sweep_overrides:
-        node = raw
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise RecipeError([f"override {'.'.join(keys)}: {key!r} is not a section"], "command line")
-        node[keys[-1]] = value
+        set_override(raw, keys, value)
 
     problems: list[str] = []
     for key in raw:
