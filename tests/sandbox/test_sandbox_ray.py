@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -74,3 +75,33 @@ def test_dead_pool_gives_failed_results_not_exceptions(cluster):
 def test_start_failure_is_raised_with_its_cause(cluster):
     with pytest.raises(SandboxStartError, match="nsjail binary not found"):
         SandboxPool.for_current_node(SandboxConfig(jails=1, nsjail_path="/nonexistent/nsjail"))
+
+
+@ray.remote(num_cpus=0)
+class Creator:
+    """Stands in for a Tune trial: creates its node's pool, then ends."""
+
+    def create(self, config: SandboxConfig, detached: bool) -> str:
+        return SandboxPool.for_current_node(config, detached=detached)._actor_id.hex()
+
+
+def _pool_alive(config: SandboxConfig) -> bool:
+    name = SandboxPool.actor_name(config, ray.get_runtime_context().get_node_id())
+    try:
+        handle = ray.get_actor(name, namespace=config.ray_namespace)
+        return ray.get(handle.execute.remote("print(7)"), timeout=30).stdout == "7\n"
+    except (ValueError, ray.exceptions.RayActorError):
+        return False
+
+
+def test_a_detached_pool_outlives_its_creator_until_shutdown_all(cluster):
+    owned, detached = SandboxConfig(jails=1, timeout_s=3.0), SandboxConfig(jails=1, timeout_s=4.0)
+    for config, keep in ((owned, False), (detached, True)):
+        creator = Creator.remote()
+        ray.get(creator.create.remote(config, keep))
+        ray.kill(creator)  # the trial ends
+        time.sleep(2)
+        assert _pool_alive(config) is keep
+    assert SandboxPool.shutdown_all() >= 1
+    time.sleep(2)
+    assert not _pool_alive(detached)

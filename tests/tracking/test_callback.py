@@ -38,20 +38,21 @@ def record(client: MlflowClient, run_id: str) -> dict:
 
 
 def test_plain_python_records_the_same_run_as_the_cli(tmp_path, ray_cluster):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cli = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT,
-                          "--output-dir", str(tmp_path / "cli_run")],
+                          f"tracking.tracking_uri={uri}", "--output-dir", str(tmp_path / "cli_run")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
     cli_run_id = json.loads((tmp_path / "cli_run" / "summary.json").read_text())["mlflow_run_id"]
 
-    config = load_recipe(RECIPE, SHORT).build_config().tracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_recipe(RECIPE, SHORT).build_config().tracking(tracking_uri=uri)
     algo = config.build_algo()
     algo.train()
     algo.train()
     run_id = tracking_callback(algo).run_id
     algo.stop()
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(uri)
     from_python, from_cli = record(client, run_id), record(client, cli_run_id)
     assert from_python == from_cli
     assert from_python["steps"] == [1, 2] and from_python["models"] == ["model"]
@@ -68,8 +69,10 @@ def test_logged_model_loads_with_mlflow_transformers_and_registers(tmp_path, ray
     algo.stop()
     client = MlflowClient(uri)
     (version,) = client.search_model_versions("name='tiny-policy'")
-    mlflow.set_tracking_uri(uri)
-    pipeline = mlflow.transformers.load_model(f"models:/tiny-policy/{version.version}")
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(uri):  # no global MLflow state left behind for other tests
+        pipeline = mlflow.transformers.load_model(f"models:/tiny-policy/{version.version}")
     out = pipeline("What is 12 * 34?", max_new_tokens=4, do_sample=False)
     assert out[0]["generated_text"].startswith("What is 12 * 34?")
 

@@ -180,7 +180,6 @@ class MlflowTracker:
         every = self.cfg.trajectories_every
         return self.active and every > 0 and step % every == 0
 
-    @_tracked
     def log_trajectories(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
         """Log sample trajectories (prompt, response with tool calls and outputs, answer, gold,
         reward, ...) as the MLflow table ``trajectories/step_NNNNNN.json``."""
@@ -287,18 +286,16 @@ class MlflowTracker:
                       "tokenizer": AutoTokenizer.from_pretrained(model_dir)}
         requirements = [f"{lib}=={metadata.version(lib)}" for lib in ("torch", "transformers")]
         # The flavor logs through MLflow's global ("fluent") run state only: point it at this
-        # run for the duration of the call and put the global tracking URI back afterwards.
+        # run for the duration of the call. MLflow's own scoped setter puts the global URI and
+        # $MLFLOW_TRACKING_URI (which set_tracking_uri exports) back as they were.
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
         self._ensure_run()
-        previous_uri = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.transformers.log_model(
-                    components, name=name, task="text-generation", pip_requirements=requirements,
-                    registered_model_name=registered_model_name,
-                )
-        finally:
-            mlflow.set_tracking_uri(previous_uri)
+        with _use_tracking_uri(self.tracking_uri), mlflow.start_run(run_id=self.run_id):
+            info = mlflow.transformers.log_model(
+                components, name=name, task="text-generation", pip_requirements=requirements,
+                registered_model_name=registered_model_name,
+            )
         self._client.update_run(self.run_id, status="RUNNING")  # start_run's exit ended it
         return info.model_uri
 
