@@ -89,11 +89,11 @@ class SandboxPool:
         return handle
 
     @classmethod
-    def for_current_node(cls, config: SandboxConfig, *, wait: bool = True):
+    def for_current_node(cls, config: SandboxConfig, *, wait: bool = True, detached: bool = False):
         """Handle of this node's pool (works in the driver and inside any Ray actor or task)."""
         import ray
 
-        return cls.for_node(config, ray.get_runtime_context().get_node_id(), wait=wait)
+        return cls.for_node(config, ray.get_runtime_context().get_node_id(), wait=wait, detached=detached)
 
     @classmethod
     def for_all_nodes(cls, config: SandboxConfig, *, wait: bool = True, detached: bool = False) -> dict[str, Any]:
