@@ -1,10 +1,11 @@
 """Overhead of a sweep: ``python -m torl_rllib.sweep.bench [--steps N] [--json]``.
 
-Runs the same two configurations of the tiny demo (lr 1e-4 and 3e-4, C = 1, the trials'
-resources of ``experiments/sweeps/tiny_cpu.yaml``) twice in one process and one Ray cluster:
-as two ``torl-rllib train`` runs back to back, and as a 2-trial sweep with
-``max_concurrent_trials=1`` (Tune, trial actors, parent/child MLflow runs, results). Prints both
-wall times and their ratio (sweep / sequential; the target is <= 1.0 plus noise).
+The same two configurations of the tiny demo (lr 1e-4 and 3e-4, C = 1, the trial settings of
+``experiments/sweeps/tiny_cpu.yaml`` with every CPU for the one trial at a time), run as a user
+would run them, each command a fresh process: two ``torl-rllib train`` commands back to back,
+then one ``torl-rllib sweep`` with ``max_concurrent_trials=1`` (Tune, trial actors,
+parent/child MLflow runs, results, best model). Prints both wall times and their ratio
+(sweep / sequential; target <= 1.0).
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from torl_rllib.recipe import recipe_from_dict
-
-SWEEP_FILE = Path(__file__).resolve().parents[2] / "experiments" / "sweeps" / "tiny_cpu.yaml"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 LRS = (1.0e-4, 3.0e-4)
+
+
+def _timed(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", *args], cwd=cwd,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"`torl-rllib {' '.join(args)}` failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,37 +39,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from torl_rllib.sweep import load_sweep
-    from torl_rllib.sweep.driver import run_sweep
-    from torl_rllib.train import init_ray, run_training
 
+    cpus = os.cpu_count() or 1
+    sweep_file = EXPERIMENTS / "sweeps" / "tiny_cpu.yaml"
+    shared = [f"resources.num_cpus_for_main_process={cpus}", "rollout.max_tool_calls=1"]
+    spec = load_sweep(sweep_file, shared)  # the trials' recipe, for the train runs
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.chdir(tmp)  # both write their MLflow runs to ./mlflow.db here
-        spec = load_sweep(SWEEP_FILE, [
-            f"search_space={{training.lr: {{grid: {list(LRS)}}}}}", "rollout.max_tool_calls=1",
-            "tune.max_concurrent_trials=1", "tune.scheduler=fifo", f"tune.stop={{steps: {args.steps}}}",
-            f"output_dir={tmp / 'sweep'}",
-        ])
-        init_ray()
-        start = time.perf_counter()
-        for lr in LRS:
-            data = {**spec.recipe.data, "name": f"bench_lr{lr:g}"}
-            data["training"] = {**data["training"], "lr": lr}
-            data["run"] = {**data.get("run", {}), "steps": args.steps, "checkpoint_every": spec.tune.checkpoint_every}
-            recipe = recipe_from_dict(data, tmp)
-            run_training(recipe, tmp / recipe.name)
-        sequential = time.perf_counter() - start
-        start = time.perf_counter()
-        outcome = run_sweep(spec)
-        sweep = time.perf_counter() - start
+        train_overrides = [*spec.recipe_overrides, f"run.steps={args.steps}",
+                           f"run.checkpoint_every={spec.tune.checkpoint_every}"]
+        sequential = sum(
+            _timed(["train", str(EXPERIMENTS / "tiny_cpu.yaml"), *train_overrides, f"training.lr={lr}",
+                    "--output-dir", str(tmp / f"train_{lr:g}")], tmp)
+            for lr in LRS
+        )
+        sweep = _timed(["sweep", str(sweep_file), *shared, f"search_space={{training.lr: {{grid: {list(LRS)}}}}}",
+                        "tune.max_concurrent_trials=1", "tune.scheduler=fifo",
+                        f"tune.stop={{steps: {args.steps}}}", f"output_dir={tmp / 'sweep'}"], tmp)
     result = {"steps": args.steps, "trials": len(LRS), "sequential_train_s": round(sequential, 1),
-              "sweep_s": round(sweep, 1), "sweep_over_sequential": round(sweep / sequential, 3),
-              "sweep_status": outcome.status}
+              "sweep_s": round(sweep, 1), "sweep_over_sequential": round(sweep / sequential, 3)}
     if args.json:
         print(json.dumps(result))
         return
     print(f"2 x `torl-rllib train` back to back, {args.steps} steps each: {sequential:.1f} s")
-    print(f"2-trial sweep, max_concurrent_trials=1, {args.steps} steps each: {sweep:.1f} s ({outcome.status})")
+    print(f"`torl-rllib sweep`, 2 trials, max_concurrent_trials=1, {args.steps} steps each: {sweep:.1f} s")
     print(f"sweep / sequential: {sweep / sequential:.2f}x (target <= 1.0)")
 
 

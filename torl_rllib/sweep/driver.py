@@ -90,8 +90,11 @@ def _search_alg(spec: SweepSpec):
         return OptunaSearch(seed=spec.recipe.data.get("seed", 0))
     from ray.tune.search import BasicVariantGenerator
 
-    # Grids are expanded, distributions sampled, from a fixed seed (reproducible sweeps).
-    return BasicVariantGenerator(random_state=spec.recipe.data.get("seed", 0))
+    # Grids are expanded, distributions sampled, from a fixed seed (reproducible sweeps). Tune
+    # ignores TuneConfig.max_concurrent_trials for a search algorithm given as an object: the
+    # generator must limit the trials itself.
+    return BasicVariantGenerator(random_state=spec.recipe.data.get("seed", 0),
+                                 max_concurrent=spec.tune.max_concurrent_trials or 0)
 
 
 def check_fits(spec: SweepSpec) -> None:
@@ -131,7 +134,9 @@ def _tuner(spec: SweepSpec, space: dict, resume: bool):
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=f"torl/{t.metric}", mode=t.mode, num_samples=t.num_samples,
-            max_concurrent_trials=t.max_concurrent_trials, scheduler=_scheduler(spec),
+            # Optuna is a Searcher, which Tune wraps in a ConcurrencyLimiter; see _search_alg.
+            max_concurrent_trials=t.max_concurrent_trials if t.search_alg == "optuna" else None,
+            scheduler=_scheduler(spec),
             search_alg=_search_alg(spec), reuse_actors=False,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
