@@ -109,7 +109,8 @@ def _sweep(args) -> int:
     outcome = run_sweep(spec, resume=args.resume, verbose=args.verbose)
     print(f"\n{outcome.table}\n")
     summary = outcome.summary
-    print(f"{outcome.status.lower()}: {summary['trials']} trials ({summary['stopped_early']} stopped early, "
+    print(f"{outcome.status.lower()}: {summary['trials']} of {summary['planned_trials']} trials "
+          f"({summary['stopped_early']} stopped early, "
           f"{summary['failed']} failed) in {summary['wall_time_s']:.0f}s | results {spec.output_dir}")
     if outcome.best_command:
         print(f"best ({spec.tune.metric}, last-5 mean {summary['best']['last5_mean_' + spec.tune.metric]:.3f}):\n"

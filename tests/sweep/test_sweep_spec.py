@@ -28,6 +28,8 @@ def test_shipped_sweeps_are_valid(tmp_path):
     assert spec.tune.scheduler == "asha" and spec.tune.steps == 10
     assert set(spec.search_space) == {"training.lr", "rollout.max_tool_calls"}
     assert spec.recipe.data["resources"]["num_env_runners"] == 0  # the file's overrides
+    assert spec.num_trials == 6
+    assert load_sweep(SWEEP, ["tune.num_samples=2", "search_space.seed={uniform: [0, 1]}"]).num_trials == 12
     data = tmp_path / "train.parquet"
     data.touch()
     gpu = load_sweep(REPO / "experiments" / "sweeps" / "qwen2.5_math_1.5b.yaml", [f"data.train={data}"])

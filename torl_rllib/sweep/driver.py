@@ -126,8 +126,9 @@ def _tuner(spec: SweepSpec, space: dict, resume: bool):
 
     experiment = spec.output_dir / EXPERIMENT_DIR
     if resume:
-        return tune.Tuner.restore(str(experiment), trainable=GRPO, resume_unfinished=True,
-                                  resume_errored=True)
+        # The same param_space again: Tune saved its classes and objects as placeholders.
+        return tune.Tuner.restore(str(experiment), trainable=GRPO, param_space=space,
+                                  resume_unfinished=True, resume_errored=True)
     t = spec.tune
     return tune.Tuner(
         GRPO,
@@ -198,7 +199,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = False) -> S
     analysis = ExperimentAnalysis(str(spec.output_dir / EXPERIMENT_DIR),
                                   default_metric=f"torl/{t.metric}", default_mode=t.mode)
     rows = rank(trial_rows(analysis, t.metric, list(spec.search_space), t.steps), t.mode)
-    interrupted = any(r.status == "unfinished" for r in rows)
+    # Trials not started yet are not in Tune's state at all (the search creates them lazily).
+    interrupted = len(rows) < spec.num_trials or any(r.status == "unfinished" for r in rows)
     best = rows[0] if rows and rows[0].ranked is not None else None
     best_command, best_model = None, None
     if best is not None:
@@ -213,7 +215,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = False) -> S
     table = format_table(rows, t.metric)
     summary = {
         "name": spec.name, "status": status, "wall_time_s": round(time.perf_counter() - start, 1),
-        "metric": t.metric, "mode": t.mode, "trials": len(rows),
+        "metric": t.metric, "mode": t.mode, "trials": len(rows), "planned_trials": spec.num_trials,
         "stopped_early": sum(r.status == "stopped early" for r in rows),
         "failed": sum(r.status == "failed" for r in rows),
         "best": best.as_dict(t.metric) if best else None, "best_command": best_command,

@@ -98,6 +98,14 @@ class SweepSpec:
     recipe_file: Path | None  # the base recipe's file (None: inline sections)
     recipe_overrides: list[str] = field(default_factory=list)  # applied to the base recipe
 
+    @property
+    def num_trials(self) -> int:
+        """How many trials the sweep runs: every grid combination, ``num_samples`` times."""
+        combinations = 1
+        for dist in self.search_space.values():
+            combinations *= len(dist.args) if dist.kind == "grid" else 1
+        return combinations * self.tune.num_samples
+
 
 def _suggest(key: str, valid) -> str:
     close = difflib.get_close_matches(str(key), list(valid), n=1)
