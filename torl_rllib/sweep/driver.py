@@ -78,7 +78,7 @@ def _scheduler(spec: SweepSpec):
         return PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=args["perturbation_interval"],
             hyperparam_mutations=mutations, quantile_fraction=args["quantile_fraction"],
-            resample_probability=args["resample_probability"],
+            resample_probability=args["resample_probability"], synch=bool(args["synch"]),
         )
     return FIFOScheduler()
 
@@ -144,8 +144,9 @@ def _tuner(spec: SweepSpec, space: dict, resume: bool):
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR, storage_path=str(spec.output_dir),
             stop={"training_iteration": t.steps},
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=t.checkpoint_every,
-                                                    checkpoint_at_end=True, num_to_keep=2),
+            # PBT copies other trials' checkpoints: keep more of them around for it.
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=t.checkpoint_every, checkpoint_at_end=True,
+                                                    num_to_keep=4 if t.scheduler == "pbt" else 2),
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             callbacks=[TrialConsole(t.metric, list(spec.search_space), t.steps)],
             verbose=0,

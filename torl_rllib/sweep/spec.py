@@ -50,7 +50,7 @@ SCHEDULERS = {
     "fifo": {},
     "asha": {"grace_period": 1, "reduction_factor": 2, "brackets": 1},
     "pbt": {"perturbation_interval": None, "quantile_fraction": 0.25, "resample_probability": 0.25,
-            "mutations": None},
+            "synch": False, "mutations": None},
 }
 SEARCH_ALGS = ("random", "grid", "optuna")
 # What PBT may change in a running trial: the optimizer's and the loss's knobs.

@@ -8,8 +8,9 @@ algorithm runs: ``torl-rllib train``, a Ray Tune trial (a child run of the sweep
 Besides RLlib's hooks (``on_algorithm_init``, ``on_train_result``) it answers two that the
 algorithm calls itself, because RLlib has no hook for them: ``on_checkpoint_saved`` and
 ``on_algorithm_stop``. The algorithm also carries the run's id in its checkpoints
-(``get_state``/``set_state``), so a resumed training (``--resume``, Tune's retry or restore)
-continues its run instead of starting a new one.
+(``get_state``/``set_state``), and a Tune trial also finds its run by its trial-id tag, so a
+resumed training (``--resume``, Tune's retry or restore, PBT's exploit) continues its run
+instead of starting a new one.
 
 The algorithm is duck-typed (``config.tracking_config``, ``config.tracked_params()``,
 ``train_problems``, ``last_samples``, ``export_policy()``) so this layer does not import the
@@ -118,13 +119,17 @@ class MlflowTrackingCallback(RLlibCallback):
         if self._started:
             return
         self._started = True
-        if self._continue_run_id and self.tracker.resume(self._continue_run_id):
-            return
         cfg = self.tracker.cfg
         tags = {}
         if cfg.parent_run_id:
             tags["mlflow.parentRunId"] = cfg.parent_run_id
         trial = _trial(algorithm)
+        if trial and not self._continue_run_id:
+            # A trial restarted without its own checkpoint (a retry before the first one, or
+            # PBT restoring another trial's) continues the run it already has.
+            self._continue_run_id = self.tracker.find_run({**tags, TRIAL_ID_TAG: trial[0]})
+        if self._continue_run_id and self.tracker.resume(self._continue_run_id):
+            return
         if trial:
             tags[TRIAL_ID_TAG], tags[TRIAL_NAME_TAG] = trial
             self.tracker.run_name = cfg.run_name or trial[1]

@@ -106,6 +106,18 @@ class MlflowTracker:
         return self.run_id
 
     @_tracked
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The id of a run of this experiment that carries all of ``tags``, if one exists."""
+        prepare_store(self.tracking_uri, self.cfg)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.cfg.experiment)
+        if experiment is None:
+            return None
+        query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        found = client.search_runs([experiment.experiment_id], query, max_results=1)
+        return found[0].info.run_id if found else None
+
+    @_tracked
     def resume(self, run_id: str) -> str:
         """Continue the existing run ``run_id`` (a resumed training): mark it RUNNING again and
         reload its metric history so the final plots cover the whole run."""
