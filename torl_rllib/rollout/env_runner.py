@@ -36,6 +36,7 @@ from torl_rllib.algorithms.grpo.advantages import group_advantages
 from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
+from torl_rllib.rollout.tool_use import tool_use
 from torl_rllib.tasks import RewardConfig, compute_reward, grade, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -162,10 +163,16 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             stats[f"failed/{traj.error.split(':')[0]}"] += 1
             return None
         calls = traj.tool_calls
+        use = tool_use(calls, result.extracted)
         stats.update({
             "reward_sum": reward,
             "correct": bool(result.correct),
-            "used_code": bool([c for c in calls if c.code is not None]),
+            "used_code": use.used_code,
+            "correct_with_code": use.used_code and bool(result.correct),
+            "had_tool_failure": use.had_failure,
+            "recovered_from_tool_failure": use.recovered,
+            "answered_with_code": use.used_code and bool(result.extracted),
+            "tool_grounded_answer": use.grounded,
             "tool_calls": len(calls),
             "tool_ok": sum(c.ok for c in calls),
             "tool_timeouts": sum(c.timed_out for c in calls),

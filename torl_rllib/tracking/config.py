@@ -12,6 +12,8 @@ DEFAULT_PLOT_METRICS = (
     "code_ratio",
     "response_length/model_tokens",
     "tool_calls_per_response",
+    "code_success_rate",
+    "tool_grounded_answer_rate",
 )
 
 

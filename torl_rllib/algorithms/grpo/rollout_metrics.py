@@ -20,10 +20,21 @@ TOKENS_PER_S = "tokens_per_s"
 ROLLOUT_S = "time/rollout_wall_s"
 TOOL_WAIT_S = "time/tool_wait_s_per_call"
 GRADE_S = "time/grade_s"
+# Tool-use analysis (ToRL's emergent behaviours); absent in a step where the condition never
+# occurred (e.g. no execution failed), rather than a misleading 0.
+ACCURACY_WITH_CODE = "accuracy/with_code"
+ACCURACY_WITHOUT_CODE = "accuracy/without_code"
+ERROR_RECOVERY_RATE = "error_recovery_rate"  # of responses with a failed execution, a later one succeeded
+TOOL_GROUNDED_ANSWER_RATE = "tool_grounded_answer_rate"  # of answers given with code, printed by a tool
 
 
 def _ratio(a: float, b: float) -> float:
     return float(a) / b if b else 0.0
+
+
+def _conditional(a: float, b: float) -> float:
+    """A rate over the responses where a condition held; NaN (then dropped) when none did."""
+    return float(a) / b if b else float("nan")
 
 
 def summarize_rollouts(rollouts: list[dict], learner_version: int) -> dict[str, float]:
@@ -50,6 +61,11 @@ def summarize_rollouts(rollouts: list[dict], learner_version: int) -> dict[str, 
         ROLLOUT_S: wall,
         TOOL_WAIT_S: _ratio(total["tool_s"], total["tool_calls"]),
         GRADE_S: max((r["stats"].get("grade_s", 0.0) for r in rollouts), default=0.0),
+        ACCURACY_WITH_CODE: _conditional(total["correct_with_code"], total["used_code"]),
+        ACCURACY_WITHOUT_CODE: _conditional(total["correct"] - total["correct_with_code"],
+                                            graded - total["used_code"]),
+        ERROR_RECOVERY_RATE: _conditional(total["recovered_from_tool_failure"], total["had_tool_failure"]),
+        TOOL_GROUNDED_ANSWER_RATE: _conditional(total["tool_grounded_answer"], total["answered_with_code"]),
         "trajectories": float(total["trajectories"]),
         "tool_timeouts": float(total["tool_timeouts"]),
         "dropped_by_dynamic_sampling": float(total["dropped_by_dynamic_sampling"]),
