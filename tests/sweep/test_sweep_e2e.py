@@ -146,7 +146,7 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path):
         os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
-    assert "failed; retrying from its last checkpoint" in stdout
+    assert "); retrying from its last checkpoint" in stdout
     assert "finished after 4 steps" in stdout
     client = store(tmp_path)
     _, children = runs(client)
@@ -215,3 +215,13 @@ def test_pbt_perturbs_lr_and_each_trial_keeps_its_own_run(tmp_path, ray_cluster)
     assert (tmp_path / "out" / "tune" / "pbt_global.txt").read_text().strip(), "PBT never exploited"
     lrs = [[m.value for m in client.get_metric_history(c.info.run_id, "learning_rate")] for c in children]
     assert any(series[2] != series[3] for series in lrs), lrs
+
+
+def test_a_trial_that_cannot_start_fails_alone_with_its_reason(tmp_path, ray_cluster, capsys):
+    sweep = write_sweep(tmp_path, {"sandbox.nsjail_path": {"grid": ["/nonexistent/nsjail", None]}},
+                        {"stop": {"steps": 1}, "max_concurrent_trials": 2, "max_failures": 0})
+    outcome = run_sweep_in(tmp_path, sweep)
+    assert outcome.status == "FINISHED"  # the other trial ran
+    failed = [r for r in outcome.summary["results"] if r["status"] == "failed"]
+    assert len(failed) == 1 and "nsjail binary not found (/nonexistent/nsjail)" in failed[0]["error"]
+    assert "failed for good: sandbox.errors.SandboxStartError: nsjail binary not found" in capsys.readouterr().err

@@ -182,6 +182,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = False) -> S
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's banners off: TrialConsole reports
     init_ray(verbose)
+    if not verbose:  # trial errors: one line each from TrialConsole, tracebacks in error.txt
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     check_fits(spec)
     # Tune stops gracefully on SIGINT (trials keep their checkpoints, the experiment state is
     # saved for --resume); give SIGTERM (Slurm, Kubernetes, spot preemption) the same path.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,11 +65,22 @@ class TrialConsole(tune.Callback):
         print(f"[{self._label(trial)}] {how} after {steps} steps", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        print(f"[{self._label(trial)}] failed; retrying from its last checkpoint", flush=True)
+        print(f"[{self._label(trial)}] failed ({_last_error_line(trial)}); retrying from its last "
+              "checkpoint", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[{self._label(trial)}] failed for good (see {trial.local_path}/error.txt)",
-              file=sys.stderr, flush=True)
+        print(f"[{self._label(trial)}] failed for good: {_last_error_line(trial)}", file=sys.stderr, flush=True)
+
+
+def _last_error_line(trial) -> str:
+    """The exception line of a trial's latest error (Tune appends each failure's traceback to
+    the trial's error.txt, written locally before it reaches the trial's storage)."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 @dataclass
@@ -85,12 +97,13 @@ class TrialRow:
     checkpoint: str | None
     mlflow_run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # final step's metrics
+    error: str | None = None  # a failed trial's exception line
 
     def as_dict(self, metric: str) -> dict[str, Any]:
         return {"trial": self.trial_id, **self.values, "status": self.status, "steps": self.steps,
                 f"final_{metric}": self.final, f"last{RANK_WINDOW}_mean_{metric}": self.ranked,
                 f"best_{metric}": self.best, "checkpoint": self.checkpoint,
-                "mlflow_run_id": self.mlflow_run_id}
+                "mlflow_run_id": self.mlflow_run_id, "error": self.error}
 
 
 def trial_rows(analysis, metric: str, searched: list[str], steps: int) -> list[TrialRow]:
@@ -111,6 +124,7 @@ def trial_rows(analysis, metric: str, searched: list[str], steps: int) -> list[T
             best=max(series) if series else None,
             checkpoint=trial.checkpoint.path if trial.checkpoint else None,
             metrics=dict((trial.last_result or {}).get(RESULT_KEY) or {}),
+            error=_last_error_line(trial) if status == "failed" else None,
         ))
     return rows
 
