@@ -32,24 +32,29 @@ HEADLINE = (rm.REWARD_MEAN, rm.ACCURACY, rm.CODE_RATIO)
 
 
 class _GracefulInterrupt:
-    """First Ctrl-C: finish the current step, checkpoint, exit. Second: abort now."""
+    """First Ctrl-C or SIGTERM (what Slurm, Kubernetes and spot preemption send): finish the
+    current step, checkpoint, exit. A second one: abort now."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        logger.warning("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+        logger.warning("%s: finishing this step, then saving a checkpoint (again to abort)",
+                       signal.Signals(signum).name)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 

@@ -107,7 +107,8 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     assert not (tmp_path / "resumed" / "checkpoints" / "step_000002").exists(), "resume re-ran steps"
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_an_interrupt_saves_a_checkpoint_and_exits_cleanly(sig, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "run.steps=1000",
          "run.checkpoint_every=0", "--output-dir", str(tmp_path / "run")],
@@ -118,10 +119,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     while time.time() < deadline and not (tracking_db.exists() and tracking_db.stat().st_size > 0):
         time.sleep(1)
     time.sleep(15)  # a few training steps
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "KILLED"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(f"sqlite:///{tracking_db}").get_run(summary["mlflow_run_id"]).info.status == "KILLED"
     assert summary["steps"] >= 1 and Path(summary["checkpoint"]).is_dir()
     assert summary["checkpoint"].endswith(f"step_{summary['steps']:06d}"), "checkpoint is not of the last step"
