@@ -27,10 +27,10 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
-from ray.tune.result import TRIAL_INFO
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
 )
+from ray.tune.result import TRIAL_INFO
 
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
