@@ -207,8 +207,9 @@ def test_pbt_perturbs_lr_and_each_trial_keeps_its_own_run(tmp_path, ray_cluster)
     client = store(tmp_path)
     _, children = runs(client)
     assert len(children) == 2, "an exploited trial keeps logging to its own run"
-    for child in children:
-        assert set(steps_of(client, child)) == {1, 2, 3, 4, 5}  # (a restore may repeat a step)
+    for child in children:  # every trial logged on past the exploit at step 3, in its own run
+        assert {1, 2, 3, 4} <= set(steps_of(client, child)), steps_of(client, child)
+        assert child.info.status == "FINISHED"
     assert {r["trial"] for r in outcome.summary["results"]} == {c.data.tags["tune.trial_id"] for c in children}
     # At step 3 (accuracy 0.375 at lr 1e-6 vs 0.625 at 3e-4, seeded) the slow trial took the
     # other's checkpoint and a resampled lr (in [1e-4, 1e-3]), which its learner then uses.
