@@ -191,6 +191,22 @@ def test_logprobs_are_the_models_tempered_log_softmax(engine, prompts, reference
         assert out.logprobs == pytest.approx(expected, abs=LOGPROB_TOL[engine.name])
 
 
+def test_greedy_is_the_argmax_with_untempered_logprobs(engine, prompts, reference):
+    params = SamplingParams(max_new_tokens=12, temperature=0.0, seed=1)
+    outputs = run(engine, [(p, params) for p in prompts])
+    for prompt, out in zip(prompts, outputs):
+        ids = torch.tensor([prompt + out.token_ids])
+        with torch.no_grad():
+            logits = reference(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+        assert out.token_ids == logits.argmax(-1).tolist()
+        assert out.logprobs == pytest.approx(
+            recomputed_logprobs(reference, prompt, out, 1.0), abs=LOGPROB_TOL[engine.name])
+    # Neither the seed nor the batch changes a greedy continuation.
+    crowd = run(engine, [(prompts[0], dataclasses.replace(params, seed=99)),
+                         (prompts[2], dataclasses.replace(params, temperature=1.0)), (prompts[1], params)])
+    assert crowd[0].token_ids == outputs[0].token_ids and crowd[2].token_ids == outputs[1].token_ids
+
+
 def test_load_weights_replaces_the_policy(engine, prompts, model_dir):
     params = SamplingParams(max_new_tokens=16, seed=5)
     before = run(engine, [(p, params) for p in prompts])
@@ -282,7 +298,7 @@ def test_sampling_kwargs_reject_what_breaks_the_logprob_contract(params, match):
 
 
 def test_temperature_bounds_are_accepted():
-    for temperature in (0.01, 2.0):
+    for temperature in (0.0, 0.01, 2.0):  # 0: greedy
         kwargs = sampling_kwargs(SamplingParams(max_new_tokens=4, temperature=temperature))
         assert kwargs["temperature"] == temperature
 

@@ -9,6 +9,11 @@ the tool loop and the tests rely on:
 * ``logprobs[i]`` is ``log softmax(logits / temperature)[token_ids[i]]`` under the weights that
   sampled it, *before* top-p/top-k truncation. That is exactly what the learner recomputes, so
   with top_p=1 and top_k=0 (ToRL's settings) rollout and learner agree to float precision.
+* ``temperature == 0`` is greedy decoding (evaluation; ToRL's protocol): ``token_ids[i]`` is the
+  argmax of the logits (top-p/top-k and the seed play no part) and ``logprobs[i]`` is
+  ``log softmax(logits)[token_ids[i]]``, the model's own (temperature 1) log-probability of
+  it. vLLM reports the same for its greedy requests: its sampler replaces a temperature below
+  1e-5 by 1 before computing "processed" logprobs (``vllm/v1/sample/sampler.py``).
 * ``finish_reason``: ``"stop"`` (a stop string), ``"eos"`` (an end-of-sequence token, included in
   ``token_ids``), ``"length"`` (``max_new_tokens`` reached).
 * ``generate`` is a coroutine: many trajectories await it concurrently and the engine batches
@@ -32,7 +37,7 @@ class SamplingParams:
     """Sampling settings of one generation request."""
 
     max_new_tokens: int
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0: greedy (argmax)
     top_p: float = 1.0
     top_k: int = 0  # 0 disables top-k (HF's own default of 50 is never applied)
     stop: tuple[str, ...] = ()
@@ -40,11 +45,15 @@ class SamplingParams:
     # so a request's tokens do not depend on which other requests share its batch.
     seed: int | None = None
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:

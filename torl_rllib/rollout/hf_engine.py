@@ -129,9 +129,12 @@ class HFEngine(RolloutEngine):
             active = list(range(len(batch)))
             next_pos = positions[:, -1:] + 1
             for _ in range(max(budgets)):
-                logprobs = torch.log_softmax(out.logits[:, -1].float() / params.temperature, dim=-1)
-                uniforms = torch.tensor([rng.random() for rng in rngs], device=device)
-                tokens = sample_tokens(logprobs, uniforms, params.top_p, params.top_k)
+                logprobs = torch.log_softmax(out.logits[:, -1].float() / (params.temperature or 1.0), dim=-1)
+                if params.greedy:
+                    tokens = logprobs.argmax(dim=-1)
+                else:
+                    uniforms = torch.tensor([rng.random() for rng in rngs], device=device)
+                    tokens = sample_tokens(logprobs, uniforms, params.top_p, params.top_k)
                 token_lp = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
                 token_list = tokens.tolist()
                 for i in list(active):

@@ -71,10 +71,10 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
             f"{params.top_p}, top_k={params.top_k}): vLLM cannot return the pre-truncation "
             "log-probabilities the learner recomputes; use the HF engine for top-p/top-k"
         )
-    if not MIN_TEMPERATURE <= params.temperature <= MAX_TEMPERATURE:
+    if not (params.greedy or MIN_TEMPERATURE <= params.temperature <= MAX_TEMPERATURE):
         raise ValueError(
-            f"vLLM samples at temperatures in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] only, "
-            f"got {params.temperature}"
+            f"vLLM decodes greedily (temperature 0) or samples at temperatures in "
+            f"[{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] only, got {params.temperature}"
         )
     return {
         "n": 1,
