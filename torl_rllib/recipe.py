@@ -15,6 +15,8 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
                 num_learners, num_cpus_per_learner, num_gpus_per_learner}
     run:       {steps, checkpoint_every, output_dir, export_final}
     tracking:  torl_rllib.tracking.TrackingConfig fields
+    evaluation: {interval, benchmarks, benchmarks_dir, num_env_runners, protocol}
+               held-out evaluation every ``interval`` steps (GRPOConfig.evaluation)
 
 Relative paths (model, data, output_dir) are resolved against the recipe file's directory.
 Validation happens before Ray starts and reports every problem at once: unknown keys (with
@@ -46,7 +48,9 @@ RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_cpus_for_main_process": float}
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
-             "resources", "run", "tracking")
+             "resources", "run", "tracking", "evaluation")
+EVALUATION_KEYS = {"interval": int, "benchmarks": list, "benchmarks_dir": str, "num_env_runners": int,
+                   "protocol": dict}
 
 
 class RecipeError(ValueError):
@@ -104,6 +108,15 @@ class Recipe:
                   reward=dict(d.get("reward", {})))
             .sandbox(**d.get("sandbox", {}))
         )
+        evaluation = d.get("evaluation", {})
+        if evaluation.get("interval"):
+            config.evaluation(
+                evaluation_interval=evaluation["interval"],
+                evaluation_num_env_runners=evaluation.get("num_env_runners", 0),
+                evaluation_benchmarks=list(evaluation.get("benchmarks", [])),
+                evaluation_protocol=dict(evaluation.get("protocol") or {}),
+                benchmarks_dir=evaluation.get("benchmarks_dir"),
+            )
         tracking = d.get("tracking", {})
         if tracking.get("enabled", True):
             config.tracking(**{"run_name": self.name, **tracking})
@@ -190,6 +203,15 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
         data["data"]["train"] = resolve(train)
     elif isinstance(train, dict) and "path" in train:
         train["path"] = resolve(train["path"])
+    evaluation = data.get("evaluation")
+    if isinstance(evaluation, dict):
+        from torl_rllib.evaluation.benchmarks import REGISTRY
+
+        if isinstance(evaluation.get("benchmarks_dir"), str):
+            evaluation["benchmarks_dir"] = str((base / evaluation["benchmarks_dir"]).resolve())
+        if isinstance(evaluation.get("benchmarks"), list):  # dataset paths; names stay names
+            evaluation["benchmarks"] = [b if not isinstance(b, str) or b in REGISTRY else resolve(b)
+                                        for b in evaluation["benchmarks"]]
     run = data.get("run")
     if isinstance(run, dict) and isinstance(run.get("output_dir"), str) and not Path(run["output_dir"]).is_absolute():
         run["output_dir"] = str((Path.cwd() / run["output_dir"]).resolve())
@@ -268,6 +290,7 @@ def section_schemas() -> dict[str, dict[str, Any]]:
         "resources": RESOURCE_KEYS,
         "run": _dataclass_schema(RunSettings),
         "tracking": _dataclass_schema(TrackingConfig),
+        "evaluation": EVALUATION_KEYS,
     }
 
 
@@ -319,6 +342,7 @@ def validate_sections(data: dict) -> list[str]:
         problems.append(f"run.steps: must be >= 1, got {run.steps}")
     if run.checkpoint_every < 0:
         problems.append(f"run.checkpoint_every: must be >= 0, got {run.checkpoint_every}")
+    problems += _evaluation_problems(data.get("evaluation") or {})
     try:
         config = Recipe(name="check", data=data).build_config()
     except (TypeError, ValueError) as exc:
@@ -326,8 +350,28 @@ def validate_sections(data: dict) -> list[str]:
     else:
         for problem in config.problems():
             param = problem.split(" ", 1)[0]
-            if param in ("train_data", "the"):  # data.train / model.path: checked above
+            if param in ("train_data", "the") or param.startswith("evaluation_"):  # checked above
                 continue
             section = next((n for n, schema in sections.items() if param in schema), None)
             problems.append(f"{section}.{problem}" if section else problem)
+    return problems
+
+
+def _evaluation_problems(evaluation: dict) -> list[str]:
+    """Problems of the ``evaluation`` section: benchmarks that do not resolve, a bad protocol."""
+    from torl_rllib.evaluation import BenchmarkError, EvalProtocol, resolve_benchmarks
+
+    problems = []
+    if not evaluation.get("interval"):
+        return problems
+    if evaluation["interval"] < 0:
+        problems.append(f"evaluation.interval: must be >= 0 (0 = off), got {evaluation['interval']}")
+    try:
+        resolve_benchmarks(evaluation.get("benchmarks") or [], evaluation.get("benchmarks_dir"))
+    except BenchmarkError as exc:
+        problems += [f"evaluation.benchmarks: {p}" for p in exc.problems]
+    try:
+        EvalProtocol(**(evaluation.get("protocol") or {}))
+    except (TypeError, ValueError) as exc:
+        problems.append(f"evaluation.protocol: {exc}")
     return problems

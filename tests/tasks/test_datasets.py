@@ -143,13 +143,25 @@ MALFORMED = [
     ({"problem": "P", "answer": "  "}, "empty answer in field 'answer'"),
     ({"problem": "   ", "answer": "1"}, "empty problem in field 'problem'"),
     ({"problem": 12, "answer": "1"}, "problem field 'problem' has type int; expected a string or a chat message list"),
-    ({"problem": "P", "answer": ["1", "2"]}, "answer field 'answer' has type list; expected a string or a number"),
+    ({"problem": "P", "answer": []}, "answer field 'answer' has type list; expected a string, a number or a list"),
+    ({"problem": "P", "answer": [{"v": 1}]}, "answer field 'answer' has type dict; expected a string, a number or a list"),
     ({"problem": "P", "answer": True}, "answer field 'answer' has type bool"),
     ({"problem": "P", "answer": {"value": 1}}, "answer field 'answer' has type dict"),
     ({"problem": "P", "answer": r"so \boxed{5"}, "answer in field 'answer' has a \\boxed but no complete, non-empty box"),
     ({"prompt": [{"role": "system", "content": "hi"}], "answer": "1"}, "problem field 'prompt' is a list without a user message"),
     ({"problem": "P", "answer": "1", "id": [1]}, "id field 'id' has type list; expected a string or an integer"),
 ]
+
+
+@pytest.mark.parametrize(("answer", "gold"), [
+    (["$\\frac{1}{2}$"], "\\frac{1}{2}"),  # OlympiadBench: a list of one, in math mode
+    (["3", "-3"], "3, -3"),  # several answers
+    (27.0, "27"), (2.5, "2.5"), ("$5", "$5"),
+    ("so \\boxed{\\frac{14}{3}}.\nThe answer is: \\frac{14}{3}", "\\frac{14}{3}"),
+])
+def test_answer_shapes_become_one_gold_string(tmp_path, answer, gold):
+    (problem,) = load_dataset(write_jsonl(tmp_path / "a.jsonl", [{"problem": "P", "answer": answer}]))
+    assert problem.answer == gold
 
 
 @pytest.mark.parametrize(("row", "reason"), MALFORMED)

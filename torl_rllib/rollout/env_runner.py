@@ -1,12 +1,13 @@
 """``ToolEnvRunner``: an RLlib EnvRunner that samples whole GRPO groups with ToRL's tool loop.
 
-Per ``sample_groups`` call: for each problem, G trajectories run concurrently through the
+Per ``sample_groups`` call (training): for each problem, G trajectories run concurrently through the
 engine and the sandbox (no batch barrier); each is graded, rewarded, and its group's
 advantages computed here, where the whole group lives; then one single-step
 ``SingleAgentEpisode`` per trajectory is returned (prompt ids as observation, response ids
 as the action, per-token logprobs / loss mask / advantage / weights version as extra model
 outputs). A trajectory whose generation, tool call or grading fails is dropped and counted;
-it never fails the step.
+it never fails the step. ``evaluate_problems`` (evaluation) runs the same tool loop, sandbox
+and grader with an evaluation protocol and returns graded per-problem results.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED, NUM_ENV_STEPS_SAMPLED
 
 from torl_rllib.algorithms.grpo.advantages import group_advantages
 from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.evaluation.results import ProblemResult, SampleResult
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
 from torl_rllib.rollout.tool_use import tool_use
@@ -88,7 +90,9 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
         execute = self._executor()  # looked up outside the event loop (it may block on Ray)
-        trajectories = self._loop.run(self._rollout(problems, prompts, iteration, execute))
+        seed = lambda problem, k: trajectory_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
+        trajectories = self._loop.run(
+            self._rollout(problems, prompts, self.config.group_size, self._sampling, seed, execute))
         rollout_s = time.perf_counter() - start
         stats = Counter(rollout_s=rollout_s, groups=len(problems))
         episodes, samples = [], []
@@ -121,23 +125,54 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         text = render_prompt(self.config.prompt_template, problem.problem, self.tokenizer)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    async def _rollout(self, problems, prompts, iteration, execute) -> list[list[Trajectory]]:
+    async def _rollout(self, problems, prompts, n, sampling, seed_of, execute) -> list[list[Trajectory]]:
+        """``n`` trajectories per problem, all at once; ``seed_of(problem, k)`` seeds the k-th."""
         gen_start = time.perf_counter()
 
         async def one(problem, prompt_ids, k):
             if len(prompt_ids) > self.config.max_prompt_tokens:
                 return Trajectory(prompt_ids, error=f"prompt_too_long: {len(prompt_ids)} tokens")
-            seed = trajectory_seed(self.config.seed, iteration, problem.source, problem.id, k)
             return await run_trajectory(
-                self.engine, execute, self.tokenizer, prompt_ids, self._sampling, self._loop_config, seed
+                self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k)
             )
 
         groups = await asyncio.gather(*(
-            asyncio.gather(*(one(p, ids, k) for k in range(self.config.group_size)))
-            for p, ids in zip(problems, prompts)
+            asyncio.gather(*(one(p, ids, k) for k in range(n))) for p, ids in zip(problems, prompts)
         ))
         logger.debug("rollout of %d groups took %.2fs", len(groups), time.perf_counter() - gen_start)
         return [list(g) for g in groups]
+
+    def evaluate_problems(self, problems: list, protocol) -> tuple[list[ProblemResult], dict]:
+        """``protocol.k`` graded responses per problem (an ``EvalProtocol``: greedy or sampled)
+        with the training tool loop, sandbox and grader → (results in order, rollout statistics).
+        Each sample's seed depends only on the protocol's seed, the problem and the sample index."""
+        start = time.perf_counter()
+        prompts = [self._encode_prompt(p) for p in problems]
+        execute = self._executor()
+        seed = lambda problem, k: trajectory_seed(protocol.seed, "eval", problem.source, problem.id, k)  # noqa: E731
+        sampling = protocol.sampling(self.config.max_response_tokens)
+        trajectories = self._loop.run(self._rollout(problems, prompts, protocol.k, sampling, seed, execute))
+        stats = Counter(rollout_s=time.perf_counter() - start, groups=len(problems))
+        results = []
+        for problem, group in zip(problems, trajectories):
+            samples = [self._sample_result(problem, traj, stats) for traj in group]
+            results.append(ProblemResult(str(problem.id), problem.source, problem.problem, problem.answer, samples))
+        stats["weights_version"] = self.weights_version
+        return results, {"stats": dict(stats), "samples": []}
+
+    def _sample_result(self, problem, traj: Trajectory, stats: Counter) -> SampleResult:
+        outcome = self._score(problem, traj, stats)
+        text = self.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
+        if outcome is None:
+            return SampleResult(text, None, False, "failed", len(traj.tool_calls), error=traj.error)
+        result = outcome[1]
+        use = tool_use(traj.tool_calls, result.extracted)
+        return SampleResult(
+            response=text, extracted=result.extracted, correct=bool(result.correct), grade_reason=result.reason,
+            tool_calls=use.calls, failed_tool_calls=use.failed_calls, used_code=use.used_code,
+            recovered=use.recovered, grounded=use.grounded, model_tokens=traj.num_model_tokens,
+            total_tokens=len(traj.response_ids), truncated=traj.truncated,
+        )
 
     def _executor(self):
         if self.config.max_tool_calls == 0:

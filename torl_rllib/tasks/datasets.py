@@ -3,8 +3,8 @@
 Understood without configuration: the verl/ToRL parquet shape (``prompt`` as a chat list,
 ``reward_model.ground_truth``, ``data_source``, ``extra_info.id``) and the common benchmark
 shapes (``problem`` or ``question``; ``answer``, which may be a worked solution whose last
-``\\boxed{}`` is the gold answer). Other files name their columns in :class:`DatasetSpec`
-(dotted paths reach nested fields). Malformed rows are reported as :class:`RowError` and
+``\\boxed{}`` is the gold answer, a float like ``27.0``, or a list of answers). Other files
+name their columns in :class:`DatasetSpec` (dotted paths reach nested fields). Malformed rows are reported as :class:`RowError` and
 skipped, or raise, as the spec says.
 """
 
@@ -306,13 +306,18 @@ def _problem_text(value: Any, field_name: str) -> str:
 
 
 def _answer_text(value: Any, field_name: str) -> str:
+    if isinstance(value, list) and value:  # OlympiadBench: ["$\\frac{1}{2}$"]; several: one answer each
+        parts = [_answer_text(part, field_name) for part in value]
+        return parts[0] if len(parts) == 1 else ", ".join(parts)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _wrong_type("answer", field_name, value, "a string or a number")
+        raise _wrong_type("answer", field_name, value, "a string, a number or a list of them")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Malformed(f"answer in field {field_name!r} is not a finite number: {value!r}")
         value = int(value) if value.is_integer() else value  # AMC stores 27 as 27.0
     text = str(value).strip()
+    if len(text) > 2 and text.startswith("$") and text.endswith("$"):  # "$x^2$": math mode only
+        text = text.strip("$").strip()
     if any(command in text for command in _BOX_COMMANDS):  # a worked solution: the gold is its last box
         boxed = extract_boxed(text)
         if boxed is None:

@@ -32,10 +32,12 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.result import TRIAL_INFO
 
+from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
+from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
@@ -112,6 +114,10 @@ class GRPOConfig(AlgorithmConfig):
         self.sandbox_config: dict[str, Any] = {}
         # .tracking(): TrackingConfig fields; empty = off
         self.tracking_config: dict[str, Any] = {}
+        # .evaluation(): held-out benchmarks evaluated every ``evaluation_interval`` steps
+        self.evaluation_benchmarks: list = []
+        self.evaluation_protocol: dict[str, Any] = {}  # EvalProtocol fields; {} = greedy
+        self.benchmarks_dir: str | None = None
 
     # ---- builder sections ------------------------------------------------------------------
     @override(AlgorithmConfig)
@@ -190,6 +196,33 @@ class GRPOConfig(AlgorithmConfig):
         self.tracking_config = {"enabled": True, **self.tracking_config, **tracking_config}
         return self
 
+    @override(AlgorithmConfig)
+    def evaluation(
+        self, *, evaluation_benchmarks=NotProvided, evaluation_protocol=NotProvided,
+        benchmarks_dir=NotProvided, **kwargs,
+    ) -> "GRPOConfig":
+        """RLlib's evaluation settings (``evaluation_interval``, ``evaluation_num_env_runners``,
+        ``evaluation_config``, ...) plus what GRPO evaluates: every ``evaluation_interval``
+        steps the policy answers each held-out benchmark on the evaluation EnvRunners, and the
+        result is reported as ``eval/<benchmark>/<metric>`` (``torl_rllib.evaluation``).
+
+        Args:
+            evaluation_benchmarks: benchmark names (``aime24``, ``math500``, ``tiny_test``, ...),
+                dataset paths, or ``{name: {path, problem_field, answer_field, ...}}`` entries.
+            evaluation_protocol: ``EvalProtocol`` fields (default: greedy, one response each).
+            benchmarks_dir: where registry names are looked up (default ``$TORL_BENCHMARKS_DIR``).
+        """
+        super().evaluation(**kwargs)
+        self._set(locals(), exclude=("kwargs",))
+        return self
+
+    @override(AlgorithmConfig)
+    def get_evaluation_config_object(self):
+        eval_config = super().get_evaluation_config_object()
+        if eval_config is not None:  # a local evaluation runner exactly when there is no remote one
+            eval_config.create_local_env_runner = eval_config.num_env_runners == 0
+        return eval_config
+
     def tracked_params(self) -> dict[str, Any]:
         """This config as a recipe (one section per builder method): the run's MLflow params."""
         def section(method) -> dict[str, Any]:
@@ -207,6 +240,9 @@ class GRPOConfig(AlgorithmConfig):
             "sandbox": dict(self.sandbox_config),
             "resources": {k: getattr(self, k) for k in RESOURCE_KEYS},
             "tracking": dict(self.tracking_config),
+            "evaluation": {"interval": self.evaluation_interval, "benchmarks": self.evaluation_benchmarks,
+                           "protocol": self.evaluation_protocol,
+                           "num_env_runners": self.evaluation_num_env_runners},
         }
 
     @override(AlgorithmConfig)
@@ -284,6 +320,13 @@ class GRPOConfig(AlgorithmConfig):
             TrackingConfig(**self.tracking_config)
         except (TypeError, ValueError) as exc:
             errors.append(f"tracking: {exc}")
+        if self.evaluation_interval:
+            check(bool(self.evaluation_benchmarks),
+                  "evaluation_interval needs evaluation_benchmarks (.evaluation(evaluation_benchmarks=[...]))")
+            try:
+                EvalProtocol(**self.evaluation_protocol)
+            except (TypeError, ValueError) as exc:
+                errors.append(f"evaluation_protocol: {exc}")
         return errors
 
     @property
@@ -296,6 +339,8 @@ class GRPOConfig(AlgorithmConfig):
         errors = self.problems()
         if errors:
             raise ValueError("invalid GRPO config:\n  - " + "\n  - ".join(errors))
+        if self.evaluation_interval and self.custom_evaluation_function is None:
+            self.custom_evaluation_function = grpo_evaluation_function
         callbacks = force_list(self.callbacks_class)
         if self.tracking_enabled and MlflowTrackingCallback not in callbacks:
             self.callbacks_class = [*callbacks, MlflowTrackingCallback]
@@ -328,6 +373,7 @@ class GRPO(Algorithm):
             torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
         check_schedulable(config)
         self._sandbox_pools = start_sandbox_pools(config)
+        self.eval_benchmarks = load_eval_benchmarks(config)  # before any actor starts: fail fast
         super().setup(config)
         dataset = load_dataset(config.train_data)
         self._num_skipped_rows = dataset.num_skipped
@@ -346,12 +392,15 @@ class GRPO(Algorithm):
     def step(self) -> dict:
         """RLlib's step, plus the flat per-step metrics under ``result["torl"]`` (what MLflow,
         the CLI and Tune's schedulers read, e.g. Tune's metric ``torl/accuracy``)."""
+        interval = self.config.evaluation_interval
+        evaluates = bool(interval and (self.iteration + 1) % interval == 0)  # RLlib's own test
         try:
             result = super().step()
         except BaseException:
             self.run_status = "FAILED"
             raise
-        result[RESULT_KEY] = step_metrics(result)
+        # RLlib repeats the last evaluation in every later result: report it at its own step only.
+        result[RESULT_KEY] = step_metrics(result, evaluation=evaluates)
         return result
 
     @override(Algorithm)
@@ -414,7 +463,11 @@ class GRPO(Algorithm):
                 self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
     def _sync_weights(self) -> None:
-        """Blocking broadcast of the learner's weights to every EnvRunner, with a version.
+        """Blocking broadcast of the learner's weights to every (training) EnvRunner."""
+        self.sync_weights_to(self.env_runner_group)
+
+    def sync_weights_to(self, group) -> None:
+        """Blocking broadcast of the learner's weights to ``group``'s runners, with a version.
 
         RLlib's own ``sync_weights`` is fire-and-forget and can be dropped silently; here every
         runner confirms the version it now holds, and a mismatch is an error.
@@ -422,12 +475,12 @@ class GRPO(Algorithm):
         weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
         version = self._weights_version
         held = []
-        if self.env_runner is not None:
-            held.append(self.env_runner.set_weights(weights, version))
-        ids = self.env_runner_group.healthy_env_runner_ids()
+        if group.local_env_runner is not None:
+            held.append(group.local_env_runner.set_weights(weights, version))
+        ids = group.healthy_env_runner_ids()
         if ids:
             ref = ray.put(weights)
-            held += self.env_runner_group.foreach_env_runner(
+            held += group.foreach_env_runner(
                 "set_weights", kwargs={"weights": ref, "version": version},
                 remote_worker_ids=ids, local_env_runner=False,
             )
@@ -497,6 +550,14 @@ class GRPO(Algorithm):
         self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
 
 
+def load_eval_benchmarks(config: GRPOConfig) -> list[tuple[Benchmark, list]]:
+    """The in-training evaluation's benchmarks and their problems (none without an interval)."""
+    if not config.evaluation_interval:
+        return []
+    benchmarks = resolve_benchmarks(list(config.evaluation_benchmarks), config.benchmarks_dir)
+    return [(b, load_benchmark(b).problems) for b in benchmarks]
+
+
 def start_sandbox_pools(config: GRPOConfig) -> dict:
     """One SandboxPool actor per node and sandbox config, shared by every EnvRunner there.
 
@@ -523,10 +584,11 @@ def check_schedulable(config: GRPOConfig) -> None:
     cpus_learner = config.num_cpus_per_learner
     if cpus_learner == "auto":
         cpus_learner = 0 if config.num_gpus_per_learner else 1
-    needed = config.num_env_runners * cpus_runner + config.num_learners * cpus_learner
+    runners = config.num_env_runners + (config.evaluation_num_env_runners if config.evaluation_interval else 0)
+    needed = runners * cpus_runner + config.num_learners * cpus_learner
     if needed > available + 1e-9:
         raise ValueError(
-            f"this config needs {needed:g} CPUs ({config.num_env_runners} EnvRunners x "
+            f"this config needs {needed:g} CPUs ({runners} EnvRunners (training and evaluation) x "
             f"{cpus_runner:g} + {config.num_learners} Learners x {cpus_learner:g}) but the Ray "
             f"cluster has {available:g}. Use fractional CPUs, e.g. "
             f".env_runners(num_cpus_per_env_runner=0.5).learners(num_cpus_per_learner=0.5), or fewer actors."

@@ -1,0 +1,113 @@
+"""Evaluation on EnvRunners: problems sharded over an ``EnvRunnerGroup`` (results back in
+order), per-benchmark metrics, and GRPO's in-training evaluation function.
+
+``torl-rllib eval`` and RLlib's ``.evaluation(evaluation_interval=N)`` both run here, on
+``ToolEnvRunner.evaluate_problems``: the training tool loop, sandbox, observation formatting,
+grader and prompt template, so held-out numbers and training numbers mean the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+import ray
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+from torl_rllib.algorithms.grpo import rollout_metrics as rm
+from torl_rllib.evaluation import EvalProtocol, ProblemResult, outcome_metrics
+
+__all__ = ["evaluate_on_env_runners", "benchmark_metrics", "grpo_evaluation_function"]
+
+logger = logging.getLogger(__name__)
+
+# The tool-use analysis of the rollouts (same definitions as the per-step training metrics).
+TOOL_USE_METRICS = (
+    rm.CODE_RATIO, rm.CODE_SUCCESS_RATE, rm.TOOL_CALLS_PER_RESPONSE, rm.ERROR_RECOVERY_RATE,
+    rm.TOOL_GROUNDED_ANSWER_RATE, rm.ACCURACY_WITH_CODE, rm.ACCURACY_WITHOUT_CODE,
+    rm.MODEL_TOKENS, rm.TOTAL_TOKENS, rm.TRUNCATION_RATE,
+)
+
+Progress = Callable[[int], None]
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def evaluate_on_env_runners(
+    group, problems: Sequence, protocol: EvalProtocol, chunk_size: int, on_progress: Progress | None = None,
+) -> tuple[list[ProblemResult], list[dict]]:
+    """Evaluate ``problems`` on the group's healthy remote EnvRunners (or its local one when
+    it has none), ``chunk_size`` problems per call, each runner taking the next chunk as soon as
+    it is free. Returns the results in the order of ``problems`` and each call's statistics."""
+    chunks = _chunks(len(problems), max(1, chunk_size))
+    results: list[list[ProblemResult] | None] = [None] * len(chunks)
+    stats: list[dict] = []
+
+    def done(index: int, outcome) -> None:
+        results[index], rollout = outcome
+        stats.append(rollout)
+        if on_progress:
+            on_progress(len(chunks[index]))
+
+    ids = group.healthy_env_runner_ids()
+    if not ids:
+        runner = group.local_env_runner
+        for index, chunk in enumerate(chunks):
+            done(index, runner.evaluate_problems([problems[i] for i in chunk], protocol))
+    else:
+        todo, busy = deque(range(len(chunks))), {}  # runner id -> chunk index
+        protocol_ref = ray.put(protocol)
+        while todo or busy:
+            for runner_id in [i for i in ids if i not in busy]:
+                if not todo:
+                    break
+                index = todo.popleft()
+                busy[runner_id] = index
+                group.foreach_env_runner_async(
+                    "evaluate_problems", remote_worker_ids=[runner_id],
+                    kwargs={"problems": [problems[i] for i in chunks[index]], "protocol": protocol_ref},
+                )
+            for runner_id, outcome in group.fetch_ready_async_reqs(timeout_seconds=0.5):
+                done(busy.pop(runner_id), outcome)
+    return [r for chunk in results for r in chunk], stats
+
+
+def benchmark_metrics(results: Sequence[ProblemResult], rollouts: list[dict], protocol: EvalProtocol) -> dict:
+    """Accuracy (avg@k), pass@k, maj@k and the tool-use analysis of one benchmark."""
+    tool_use = rm.summarize_rollouts(rollouts, learner_version=0)
+    metrics = outcome_metrics(results, protocol)
+    metrics.update({name: tool_use[name] for name in TOOL_USE_METRICS if name in tool_use})
+    return metrics
+
+
+def grpo_evaluation_function(algorithm, eval_env_runner_group) -> tuple[dict, int, int]:
+    """RLlib ``custom_evaluation_function``: the current policy on every configured held-out
+    benchmark, under ``config.evaluation_protocol`` (greedy by default). Returns
+    ``({benchmark: metrics}, env_steps, agent_steps)``; GRPO reports them as
+    ``eval/<benchmark>/<metric>``."""
+    config = algorithm.config
+    group = eval_env_runner_group or algorithm.env_runner_group
+    # RLlib's own pre-evaluation sync is fire-and-forget and carries no weights version.
+    algorithm.sync_weights_to(group)
+    protocol = EvalProtocol(**config.evaluation_protocol)
+    chunk = max(1, config.engine_max_batch_size // protocol.k)
+    out, samples = {}, 0
+    for benchmark, problems in algorithm.eval_benchmarks:
+        start = time.perf_counter()
+        results, rollouts = evaluate_on_env_runners(group, problems, protocol, chunk)
+        metrics = benchmark_metrics(results, rollouts, protocol)
+        metrics["time_s"] = time.perf_counter() - start
+        out[benchmark.name] = metrics
+        samples += int(metrics["samples"])
+        logger.info("step %d: %s accuracy %.3f", algorithm.iteration + 1, benchmark.name, metrics["accuracy"])
+    # RLlib's evaluate() reports what its evaluation EnvRunners' metrics loggers aggregate into
+    # EVALUATION_RESULTS: ours, as result["evaluation"]["env_runners"][benchmark][metric].
+    reported = MetricsLogger()
+    reported.log_dict(out, key=ENV_RUNNER_RESULTS, window=1)
+    algorithm.metrics.aggregate([reported.reduce()], key=EVALUATION_RESULTS)
+    return out, samples, samples
