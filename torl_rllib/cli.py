@@ -4,6 +4,8 @@
     torl-rllib export CHECKPOINT OUT_DIR
     torl-rllib check experiments/tiny_cpu.yaml [section.key=value ...]
     torl-rllib sweep experiments/sweeps/tiny_cpu.yaml [key=value ...] [--resume]
+    torl-rllib eval MODEL_OR_CHECKPOINT [--config EVAL.yaml] [--benchmarks aime24,math500,PATH] [--k K]
+                    [--temperature T] [key=value ...] [--output-dir DIR]
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its output_dir")
     sweep.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and the trials' own logs")
 
+    evaluate = sub.add_parser("eval", help="evaluate a model or checkpoint on benchmarks (ToRL's Table 3)")
+    evaluate.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
+                          help="a Hugging Face model directory or hub id, a checkpoint of ours, or a run directory")
+    evaluate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.max_tool_calls=0 protocol.seed=1")
+    evaluate.add_argument("--config", help="eval recipe (YAML), e.g. experiments/eval/tiny_cpu.yaml")
+    evaluate.add_argument("--benchmarks", help="comma-separated registry names, declared names or dataset paths")
+    evaluate.add_argument("--k", type=int, help="responses per problem (needs --temperature > 0)")
+    evaluate.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    evaluate.add_argument("--output-dir", help="where eval.json and problems.jsonl go (default runs/eval/NAME-TIME)")
+    evaluate.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own logs")
+
     check = sub.add_parser("check", help="validate a recipe (and overrides) without training")
     check.add_argument("recipe")
     check.add_argument("overrides", nargs="*")
@@ -64,7 +77,15 @@ def _quiet_console(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come after flags (``eval M --benchmarks x rollout.max_tool_calls=0``), which
+    # argparse does not take as more positionals: collect them here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     _quiet_console(getattr(args, "verbose", False))
     from torl_rllib.recipe import RecipeError, load_recipe
 
@@ -81,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "eval":
+            from torl_rllib.eval_recipe import load_eval_spec
+
+            spec = load_eval_spec(args.model, args.config, args.overrides, benchmarks=args.benchmarks,
+                                  k=args.k, temperature=args.temperature, output_dir=args.output_dir)
+            return _eval(spec, args.verbose)
         recipe = load_recipe(args.recipe, args.overrides)
         if args.resume and not Path(args.resume).is_dir():
             raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")
@@ -99,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
     )
     return 0 if summary["status"] == "FINISHED" else 130
+
+
+def _eval(spec, verbose: bool) -> int:
+    from torl_rllib.evaluate import run_eval
+
+    report = run_eval(spec, verbose=verbose)
+    if report.get("table"):
+        print(f"\n{report['table']}\n")
+    print(f"{report['status'].lower()}: {len(report['benchmarks'])} benchmark(s) in {report['wall_time_s']:.0f}s | "
+          f"results {spec.output_dir / 'eval.json'} | per problem {spec.output_dir / 'problems.jsonl'}")
+    return {"FINISHED": 0, "KILLED": 130}.get(report["status"], 1)
 
 
 def _sweep(args) -> int:

@@ -99,7 +99,7 @@ def resolve_benchmarks(
     bad entry (unknown name with the closest match, missing file, bad option) at once."""
     base = Path(benchmarks_dir) if benchmarks_dir else default_benchmarks_dir()
     declared = dict(declared or {})
-    out, problems = [], []
+    out, problems, names = [], [], []
     for entry in entries:
         if isinstance(entry, Mapping):
             if len(entry) != 1:
@@ -113,6 +113,7 @@ def resolve_benchmarks(
         except ValueError as exc:
             problems.append(f"benchmark {name!r}: {exc}")
             continue
+        names.append(benchmark.name)
         if not Path(benchmark.dataset.path).exists():
             hint = (f" (set benchmarks_dir or ${BENCHMARKS_DIR_ENV} to the folder that holds it, "
                     "or declare the benchmark with its path)") if name in REGISTRY else ""
@@ -121,7 +122,6 @@ def resolve_benchmarks(
         if max_problems and not benchmark.max_problems:
             benchmark = replace(benchmark, max_problems=max_problems)
         out.append(benchmark)
-    names = [b.name for b in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         problems.append(f"benchmark(s) {dupes} listed more than once")

@@ -334,7 +334,15 @@ def placeholder_spaces() -> dict:
 
 
 def make_engine(config, module, tokenizer):
-    """The rollout engine named by ``config.rollout_engine``."""
+    """The rollout engine named by ``config.rollout_engine``: ``hf``, ``vllm``, or the import
+    path ``package.module:Class`` of a ``RolloutEngine`` built as
+    ``Class(config=..., module=..., tokenizer=...)`` (e.g. a test double of the model)."""
+    if ":" in config.rollout_engine:
+        import importlib
+
+        module_name, _, class_name = config.rollout_engine.partition(":")
+        engine_class = getattr(importlib.import_module(module_name), class_name)
+        return engine_class(config=config, module=module, tokenizer=tokenizer)
     if config.rollout_engine == "hf":
         from torl_rllib.rollout.hf_engine import HFEngine
 

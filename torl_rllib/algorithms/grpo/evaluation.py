@@ -9,6 +9,7 @@ grader and prompt template, so held-out numbers and training numbers mean the sa
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from typing import Callable, Sequence
@@ -81,7 +82,8 @@ def benchmark_metrics(results: Sequence[ProblemResult], rollouts: list[dict], pr
     """Accuracy (avg@k), pass@k, maj@k and the tool-use analysis of one benchmark."""
     tool_use = rm.summarize_rollouts(rollouts, learner_version=0)
     metrics = outcome_metrics(results, protocol)
-    metrics.update({name: tool_use[name] for name in TOOL_USE_METRICS if name in tool_use})
+    # A rate whose condition never held (e.g. no failed execution to recover from) is left out.
+    metrics.update({name: tool_use[name] for name in TOOL_USE_METRICS if not math.isnan(tool_use[name])})
     return metrics
 
 

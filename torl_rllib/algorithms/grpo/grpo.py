@@ -155,7 +155,8 @@ class GRPOConfig(AlgorithmConfig):
         """Generation and tool-loop settings.
 
         Args:
-            rollout_engine: ``hf`` (embedded, CPU/GPU) or ``vllm`` (GPU).
+            rollout_engine: ``hf`` (embedded, CPU/GPU), ``vllm`` (GPU), or ``package.module:Class``
+                of another ``RolloutEngine``.
             engine_max_batch_size: most sequences per HF forward batch.
             vllm_kwargs: extra ``vllm.LLM`` arguments (e.g. ``gpu_memory_utilization``).
             max_prompt_tokens: longer prompts are skipped (counted as failed).
@@ -299,8 +300,9 @@ class GRPOConfig(AlgorithmConfig):
         check(self.loss_agg_mode in LOSS_AGG_MODES,
               f"loss_agg_mode {self.loss_agg_mode!r} is not one of {list(LOSS_AGG_MODES)}")
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
-        check(self.rollout_engine in ROLLOUT_ENGINES,
-              f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)}")
+        check(self.rollout_engine in ROLLOUT_ENGINES or ":" in self.rollout_engine,
+              f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)} "
+              "(or a 'package.module:EngineClass')")
         check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         check(self.max_response_tokens >= 1, f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
         check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
