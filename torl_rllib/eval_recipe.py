@@ -234,15 +234,16 @@ def _validate(data: dict) -> list[str]:
     problems: list[str] = []
     schemas = section_schemas()
     rollout_schema = {k: v for k, v in schemas["rollout"].items() if k not in SAMPLING_KEYS}
+    for key in SAMPLING_KEYS:
+        if isinstance(data.get("rollout"), dict) and key in data["rollout"]:
+            data["rollout"].pop(key)
+            problems.append(f"rollout.{key}: set it under protocol (the evaluation protocol decides sampling)")
     for section, schema in (("model", {k: v for k, v in schemas["model"].items() if k != "path"}),
                             ("rollout", rollout_schema), ("sandbox", schemas["sandbox"]),
                             ("resources", {k: RESOURCE_KEYS[k] for k in RUNNER_RESOURCES}),
                             ("tracking", schemas["tracking"]), ("data", {"template": str})):
         if section in data:
             data[section] = _check_keys(section, data[section], schema, problems)
-    for key in SAMPLING_KEYS:
-        if key in (data.get("rollout") or {}):
-            problems.append(f"rollout.{key}: set it under protocol (the evaluation protocol decides sampling)")
     try:
         EvalProtocol(**data.get("protocol", {}))
     except (TypeError, ValueError) as exc:

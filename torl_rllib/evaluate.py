@@ -65,7 +65,7 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
         "checkpoint": str(source.checkpoint) if source.checkpoint else None, "checkpoint_step": source.step,
         "training_run_id": source.training_run_id, "protocol": protocol.__dict__,
         "settings": {k: spec.data.get(k) for k in ("rollout", "data", "sandbox", "resources", "model", "seed")},
-        "versions": library_versions(), "benchmarks": {},
+        "versions": {k.removeprefix("versions."): v for k, v in library_versions().items()}, "benchmarks": {},
     }
     tracker = MlflowTracker(TrackingConfig(**spec.data.get("tracking", {})), run_name=spec.name)
     tags = {RUN_TYPE_TAG: "eval", "torl.model": source.model, "torl.protocol": protocol.name}
