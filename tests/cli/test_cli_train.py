@@ -17,7 +17,8 @@ from tests.conftest import REPO
 
 RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
 SHORT = ["training.prompts_per_step=2", "training.group_size=4",
-         "tracking.trajectories_every=1", "run.checkpoint_every=2"]
+         "tracking.trajectories_every=1", "run.checkpoint_every=2",
+         "evaluation.interval=2", "evaluation.benchmarks=[{tiny_test: {max_problems: 8}}]"]
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,8 @@ def test_mlflow_store_has_run_params_metrics_table_and_plots(trained):
                    "response_length/model_tokens", "entropy", "grad_norm", "time/step_s"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [m.step for m in history] == [1, 2, 3], f"{metric} not logged once per step"
+    for metric in ("eval/tiny_test/accuracy", "eval/tiny_test/code_ratio"):  # held out, at step 2 only
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trajectories")}
     assert "trajectories/step_000001.json" in artifacts
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "trajectories/step_000001.json", str(cwd))).read_text())
@@ -105,6 +108,33 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     assert summary["mlflow_run_id"] == first["mlflow_run_id"], "resume started a new MLflow run"
     assert (tmp_path / "resumed" / "checkpoints" / "step_000004").is_dir()
     assert not (tmp_path / "resumed" / "checkpoints" / "step_000002").exists(), "resume re-ran steps"
+    # The held-out evaluation keeps its cadence across the resume, in the same run.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    history = client.get_metric_history(summary["mlflow_run_id"], "eval/tiny_test/accuracy")
+    assert sorted(m.step for m in history) == [2, 4]
+    lines = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "eval/tiny_test/accuracy" in m] == [4]
+
+
+def test_eval_of_a_checkpoint_uses_its_settings_and_links_its_run(trained):
+    from mlflow import MlflowClient
+
+    cwd, _ = trained
+    summary = json.loads((cwd / "run" / "summary.json").read_text())
+    out = cwd / "eval"
+    proc = cli("eval", cwd / "run", "--benchmarks", "tiny_test", "max_problems=8", "--output-dir", out, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "eval.json").read_text())
+    assert report["checkpoint"] == summary["checkpoint"] and report["checkpoint_step"] == 3
+    assert report["training_run_id"] == summary["mlflow_run_id"]
+    assert report["settings"]["rollout"]["max_response_tokens"] == 160  # the training run's budget
+    assert (out / "model" / "config.json").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    run = client.get_run(report["mlflow_run_id"])
+    assert run.data.tags["torl.evaluated_run_id"] == summary["mlflow_run_id"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/tiny_test/accuracy")] == [3]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from torl_rllib.recipe import load_recipe
+from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 pytestmark = pytest.mark.slow
 STEPS = 12
@@ -18,10 +19,12 @@ def curve(ray_cluster):
     recipe = load_recipe(REPO / "experiments" / "tiny_cpu.yaml")
     algo = recipe.build_config().build_algo()
     try:
-        results = [algo.train()["env_runners"] for _ in range(STEPS)]
+        results = [algo.train()[RESULT_KEY] for _ in range(STEPS)]
     finally:
         algo.stop()
-    return {k: np.array([r[k] for r in results]) for k in ("accuracy", "code_ratio", "failed_trajectory_fraction")}
+    curve = {k: np.array([r[k] for r in results]) for k in ("accuracy", "code_ratio", "failed_trajectory_fraction")}
+    curve["held_out"] = [r.get("eval/tiny_test/accuracy") for r in results]
+    return curve
 
 
 def test_starts_from_a_base_model_that_rarely_uses_the_tool(curve):
@@ -36,3 +39,9 @@ def test_accuracy_and_code_ratio_rise(curve):
 
 def test_no_trajectory_failed(curve):
     assert not curve["failed_trajectory_fraction"].any(), curve
+
+
+def test_the_recipe_evaluates_the_test_split_greedily_every_10_steps(curve):
+    held_out = curve["held_out"]
+    assert [i + 1 for i, value in enumerate(held_out) if value is not None] == [10], held_out
+    assert held_out[9] > 0.2, "10 steps should lift greedy test accuracy well above the base model's ~0.02"
