@@ -586,11 +586,13 @@ def check_schedulable(config: GRPOConfig) -> None:
     cpus_learner = config.num_cpus_per_learner
     if cpus_learner == "auto":
         cpus_learner = 0 if config.num_gpus_per_learner else 1
-    runners = config.num_env_runners + (config.evaluation_num_env_runners if config.evaluation_interval else 0)
+    eval_runners = config.evaluation_num_env_runners if config.evaluation_interval else 0
+    runners = config.num_env_runners + eval_runners
     needed = runners * cpus_runner + config.num_learners * cpus_learner
     if needed > available + 1e-9:
         raise ValueError(
-            f"this config needs {needed:g} CPUs ({runners} EnvRunners (training and evaluation) x "
+            f"this config needs {needed:g} CPUs ({runners} EnvRunners"
+            f"{f' ({eval_runners} of them for evaluation)' if eval_runners else ''} x "
             f"{cpus_runner:g} + {config.num_learners} Learners x {cpus_learner:g}) but the Ray "
             f"cluster has {available:g}. Use fractional CPUs, e.g. "
             f".env_runners(num_cpus_per_env_runner=0.5).learners(num_cpus_per_learner=0.5), or fewer actors."
