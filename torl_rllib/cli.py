@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy {fmt('accuracy')} | code ratio {fmt('code_ratio')} | "
         f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
     )
-    return 0 if summary["status"] == "FINISHED" else 130
+    if summary.get("error"):
+        print(f"error: {summary['error']}\n  continue with: torl-rllib train {args.recipe} "
+              f"{' '.join(args.overrides)} --resume {summary['checkpoint']}".replace("  --", " --"), file=sys.stderr)
+    return {"FINISHED": 0, "KILLED": 130}.get(summary["status"], 1)
 
 
 def _eval(spec, verbose: bool) -> int:
@@ -136,6 +139,8 @@ def _eval(spec, verbose: bool) -> int:
         print(f"\n{report['table']}\n")
     print(f"{report['status'].lower()}: {len(report['benchmarks'])} benchmark(s) in {report['wall_time_s']:.0f}s | "
           f"results {spec.output_dir / 'eval.json'} | per problem {spec.output_dir / 'problems.jsonl'}")
+    if report.get("error"):
+        print(f"error: {report['error']}", file=sys.stderr)
     return {"FINISHED": 0, "KILLED": 130}.get(report["status"], 1)
 
 

@@ -17,6 +17,7 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
     tracking:  torl_rllib.tracking.TrackingConfig fields
     evaluation: {interval, benchmarks, benchmarks_dir, num_env_runners, protocol}
                held-out evaluation every ``interval`` steps (GRPOConfig.evaluation)
+    fault_tolerance: RLlib's AlgorithmConfig.fault_tolerance(...) for the EnvRunners
 
 Relative paths (model, data, output_dir) are resolved against the recipe file's directory.
 Validation happens before Ray starts and reports every problem at once: unknown keys (with
@@ -48,7 +49,10 @@ RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_cpus_for_main_process": float}
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
-             "resources", "run", "tracking", "evaluation")
+             "resources", "run", "tracking", "evaluation", "fault_tolerance")
+FAULT_TOLERANCE_KEYS = {"restart_failed_env_runners": bool, "ignore_env_runner_failures": bool,
+                        "max_num_env_runner_restarts": int, "delay_between_env_runner_restarts_s": float,
+                        "env_runner_health_probe_timeout_s": float, "env_runner_restore_timeout_s": float}
 EVALUATION_KEYS = {"interval": int, "benchmarks": list, "benchmarks_dir": str, "num_env_runners": int,
                    "protocol": dict}
 
@@ -108,6 +112,8 @@ class Recipe:
                   reward=dict(d.get("reward", {})))
             .sandbox(**d.get("sandbox", {}))
         )
+        if d.get("fault_tolerance"):
+            config.fault_tolerance(**d["fault_tolerance"])
         evaluation = d.get("evaluation", {})
         if evaluation.get("interval"):
             config.evaluation(
@@ -291,6 +297,7 @@ def section_schemas() -> dict[str, dict[str, Any]]:
         "run": _dataclass_schema(RunSettings),
         "tracking": _dataclass_schema(TrackingConfig),
         "evaluation": EVALUATION_KEYS,
+        "fault_tolerance": FAULT_TOLERANCE_KEYS,
     }
 
 

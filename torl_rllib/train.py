@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
+from torl_rllib.algorithms.grpo.env_runner_calls import EnvRunnersLost
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY
@@ -119,6 +120,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     history: list[dict[str, float]] = []
     metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
     checkpoint: Path | None = None
+    error: str | None = None
     start = time.perf_counter()
     try:
         with _GracefulInterrupt() as interrupt, tqdm(
@@ -146,6 +148,13 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
             export_dir = output_dir / "final_model"
             shutil.rmtree(export_dir, ignore_errors=True)
             algo.export_policy(export_dir)
+    except EnvRunnersLost as exc:
+        # The step in flight never happened (its data position is rewound): checkpoint the last
+        # completed step, so that --resume redoes it once the cluster is healthy again.
+        algo.run_status = "FAILED"
+        error = str(exc)
+        logger.error("%s; saving the last completed step (%d)", error, algo.iteration)
+        checkpoint = save_checkpoint(algo, output_dir)
     except BaseException:
         algo.run_status = "FAILED"
         raise
@@ -154,6 +163,8 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         wall = time.perf_counter() - start
         run_id = tracker.run_id if tracker else None
         summary = summarize(recipe, history, wall, checkpoint, run_id, algo.run_status)
+        if error:
+            summary["error"] = error
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if tracker:
             tracker.log_artifact(config_path)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from typing import Callable, Sequence
 
-import ray
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
+from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
 from torl_rllib.evaluation import EvalProtocol, ProblemResult, outcome_metrics
 
 __all__ = ["evaluate_on_env_runners", "benchmark_metrics", "grpo_evaluation_function"]
@@ -35,47 +34,22 @@ TOOL_USE_METRICS = (
 Progress = Callable[[int], None]
 
 
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(start, min(start + size, n)) for start in range(0, n, size)]
-
-
 def evaluate_on_env_runners(
     group, problems: Sequence, protocol: EvalProtocol, chunk_size: int, on_progress: Progress | None = None,
+    restore: Callable[[], list] | None = None,
 ) -> tuple[list[ProblemResult], list[dict]]:
     """Evaluate ``problems`` on the group's healthy remote EnvRunners (or its local one when
     it has none), ``chunk_size`` problems per call, each runner taking the next chunk as soon as
-    it is free. Returns the results in the order of ``problems`` and each call's statistics."""
-    chunks = _chunks(len(problems), max(1, chunk_size))
-    results: list[list[ProblemResult] | None] = [None] * len(chunks)
-    stats: list[dict] = []
-
-    def done(index: int, outcome) -> None:
-        results[index], rollout = outcome
-        stats.append(rollout)
-        if on_progress:
-            on_progress(len(chunks[index]))
-
-    ids = group.healthy_env_runner_ids()
-    if not ids:
-        runner = group.local_env_runner
-        for index, chunk in enumerate(chunks):
-            done(index, runner.evaluate_problems([problems[i] for i in chunk], protocol))
-    else:
-        todo, busy = deque(range(len(chunks))), {}  # runner id -> chunk index
-        protocol_ref = ray.put(protocol)
-        while todo or busy:
-            for runner_id in [i for i in ids if i not in busy]:
-                if not todo:
-                    break
-                index = todo.popleft()
-                busy[runner_id] = index
-                group.foreach_env_runner_async(
-                    "evaluate_problems", remote_worker_ids=[runner_id],
-                    kwargs={"problems": [problems[i] for i in chunks[index]], "protocol": protocol_ref},
-                )
-            for runner_id, outcome in group.fetch_ready_async_reqs(timeout_seconds=0.5):
-                done(busy.pop(runner_id), outcome)
-    return [r for chunk in results for r in chunk], stats
+    it is free (a failed runner's chunk is redone elsewhere). Returns the results in the order
+    of ``problems`` and each call's statistics."""
+    size = max(1, chunk_size)
+    calls = [{"problems": list(problems[start:start + size]), "protocol": protocol}
+             for start in range(0, len(problems), size)]
+    outcomes, _ = call_in_shards(
+        group, "evaluate_problems", calls, restore=restore,
+        on_result=(lambda index, _: on_progress(len(calls[index]["problems"]))) if on_progress else None,
+    )
+    return [r for results, _ in outcomes for r in results], [rollout for _, rollout in outcomes]
 
 
 def benchmark_metrics(results: Sequence[ProblemResult], rollouts: list[dict], protocol: EvalProtocol) -> dict:
@@ -101,7 +75,8 @@ def grpo_evaluation_function(algorithm, eval_env_runner_group) -> tuple[dict, in
     out, samples = {}, 0
     for benchmark, problems in algorithm.eval_benchmarks:
         start = time.perf_counter()
-        results, rollouts = evaluate_on_env_runners(group, problems, protocol, chunk)
+        results, rollouts = evaluate_on_env_runners(
+            group, problems, protocol, chunk, restore=lambda: algorithm.wait_for_env_runners(group))
         metrics = benchmark_metrics(results, rollouts, protocol)
         metrics["time_s"] = time.perf_counter() - start
         out[benchmark.name] = metrics

@@ -32,6 +32,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.result import TRIAL_INFO
 
+from torl_rllib.algorithms.grpo.env_runner_calls import EnvRunnersLost, call_in_shards
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
@@ -244,6 +245,8 @@ class GRPOConfig(AlgorithmConfig):
             "evaluation": {"interval": self.evaluation_interval, "benchmarks": self.evaluation_benchmarks,
                            "protocol": self.evaluation_protocol,
                            "num_env_runners": self.evaluation_num_env_runners},
+            "fault_tolerance": {"restart_failed_env_runners": self.restart_failed_env_runners,
+                                "max_num_env_runner_restarts": self.max_num_env_runner_restarts},
         }
 
     @override(AlgorithmConfig)
@@ -386,6 +389,8 @@ class GRPO(Algorithm):
         self.run_status = "FINISHED"
         self.last_export: tuple[int, Path] | None = None  # (iteration, directory)
         self._weights_version = 0
+        self._env_runner_restarts = 0  # EnvRunners brought back after a failure, this session
+        self._resampled_shards = 0
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
         self._sync_weights()  # every EnvRunner starts from the learner's weights
@@ -408,12 +413,20 @@ class GRPO(Algorithm):
     @override(Algorithm)
     def training_step(self) -> None:
         step_start = time.perf_counter()
+        data_position = self._prompts.get_state()
         problems = self._prompts.next_batch(self.config.prompts_per_step)
         self.last_problem_ids = [p.id for p in problems]
-        with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
-            episodes, rollouts = self._sample(problems)
+        try:
+            with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
+                episodes, rollouts = self._sample(problems)
+        except EnvRunnersLost:
+            self._prompts.set_state(data_position)  # the step never happened: a checkpoint redoes it
+            raise
         summary = summarize_rollouts(rollouts, learner_version=self._weights_version)
         summary["dataset_rows_skipped"] = self._num_skipped_rows
+        summary["env_runner_restarts"] = self._env_runner_restarts
+        summary["resampled_shards"] = self._resampled_shards  # re-sampled after a runner failed
+        summary["healthy_env_runners"] = self.env_runner_group.num_healthy_remote_workers()
         self.metrics.log_dict(summary, key=ENV_RUNNER_RESULTS, window=1)
         self.metrics.log_value(
             (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(episodes), reduce="lifetime_sum"
@@ -430,19 +443,44 @@ class GRPO(Algorithm):
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
 
     def _sample(self, problems: list) -> tuple[list, list[dict]]:
-        """Split the step's problems over the EnvRunners; each samples its groups."""
-        ids = self.env_runner_group.healthy_env_runner_ids()
-        if not ids:
-            episodes, rollout = self.env_runner.sample_groups(problems, self.iteration)
-            return episodes, [rollout]
-        shards = [list(s) for s in np.array_split(np.arange(len(problems)), len(ids))]
-        results = self.env_runner_group.foreach_env_runner(
-            "sample_groups",
-            kwargs=[{"problems": [problems[i] for i in s], "iteration": self.iteration} for s in shards],
-            remote_worker_ids=ids, local_env_runner=False,
-        )
+        """Split the step's problems over the EnvRunners; each samples its groups. A runner that
+        dies mid-step has its share sampled again, with the same seeds, by another runner or by
+        itself once restarted (``restart_failed_env_runners``), so the step's data is what it
+        would have been; with no runner left and none restorable, ``EnvRunnersLost``."""
+        runners = max(1, len(self.env_runner_group.healthy_env_runner_ids()))
+        shards = [s for s in np.array_split(np.arange(len(problems)), runners) if len(s)]
+        calls = [{"problems": [problems[i] for i in s], "iteration": self.iteration} for s in shards]
+        results, reissued = call_in_shards(self.env_runner_group, "sample_groups", calls,
+                                           restore=lambda: self.wait_for_env_runners(self.env_runner_group))
+        self._resampled_shards = reissued
         episodes = [ep for eps, _ in results for ep in eps]
         return episodes, [rollout for _, rollout in results]
+
+    def wait_for_env_runners(self, group) -> list[int]:
+        """With no healthy runner left: wait for Ray to restart failed ones (while restarts are
+        left, up to ``env_runner_restore_timeout_s``) and restore them; [] when none comes back."""
+        config = self.config
+        deadline = time.monotonic() + config.env_runner_restore_timeout_s
+        logger.warning("no healthy EnvRunner: waiting up to %.0fs for a restart", config.env_runner_restore_timeout_s)
+        while True:
+            restored = self.restore_env_runners(group)
+            restarts_left = config.restart_failed_env_runners and group.num_remote_worker_restarts() < (
+                config.max_num_env_runner_restarts * max(1, group.num_remote_env_runners()))
+            if restored or not restarts_left or time.monotonic() > deadline:
+                return restored
+            time.sleep(1.0)
+
+    @override(Algorithm)
+    def restore_env_runners(self, env_runner_group) -> list[int]:
+        """Bring failed EnvRunners back (RLlib's restart) and give them the current weights
+        through the blocking, versioned sync before they sample (RLlib's own re-sync is
+        fire-and-forget). Called by RLlib before every step, and by ``_sample`` mid-step."""
+        restored = env_runner_group.probe_unhealthy_env_runners() if self.config.restart_failed_env_runners else []
+        if restored:
+            self._env_runner_restarts += len(restored)
+            logger.warning("restarted EnvRunner(s) %s; syncing weights version %d", restored, self._weights_version)
+            self.sync_weights_to(env_runner_group, remote_ids=restored)
+        return restored
 
     def _learn(self, episodes: list) -> None:
         rng = np.random.default_rng([self.config.seed or 0, self.iteration])
@@ -468,8 +506,9 @@ class GRPO(Algorithm):
         """Blocking broadcast of the learner's weights to every (training) EnvRunner."""
         self.sync_weights_to(self.env_runner_group)
 
-    def sync_weights_to(self, group) -> None:
-        """Blocking broadcast of the learner's weights to ``group``'s runners, with a version.
+    def sync_weights_to(self, group, remote_ids: list[int] | None = None) -> None:
+        """Blocking broadcast of the learner's weights to ``group``'s runners (only the remote
+        ones in ``remote_ids`` when given), with a version.
 
         RLlib's own ``sync_weights`` is fire-and-forget and can be dropped silently; here every
         runner confirms the version it now holds, and a mismatch is an error.
@@ -477,9 +516,9 @@ class GRPO(Algorithm):
         weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
         version = self._weights_version
         held = []
-        if group.local_env_runner is not None:
+        if group.local_env_runner is not None and remote_ids is None:
             held.append(group.local_env_runner.set_weights(weights, version))
-        ids = group.healthy_env_runner_ids()
+        ids = group.healthy_env_runner_ids() if remote_ids is None else remote_ids
         if ids:
             ref = ray.put(weights)
             held += group.foreach_env_runner(

@@ -1,0 +1,97 @@
+"""EnvRunner failures, with real killed processes: a runner SIGKILLed mid-step has its share of
+the step sampled again (same seeds, so the same data) and is restarted with the current weights;
+with no runner left and none restorable, the run stops cleanly with the last completed step's
+checkpoint (exit code 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO, TINY_BASE_MODEL, TINY_TRAIN_DATA
+from tests.grpo.conftest import grpo_config
+from torl_rllib.tracking.step_metrics import RESULT_KEY
+
+pytestmark = pytest.mark.slow
+
+
+def two_runner_config():
+    """The tiny base model on its arithmetic (responses of ~60 tokens: a step samples for ~3 s)."""
+    return (grpo_config(TINY_BASE_MODEL, TINY_TRAIN_DATA, max_response_tokens=160, max_tool_calls=0, lr=1e-4)
+            .training(group_size=8, prompts_per_step=8)
+            .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
+            .learners(num_cpus_per_learner=0)
+            .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=3))
+
+
+def runner_pids(algo) -> dict[int, int]:
+    ids = algo.env_runner_group.healthy_env_runner_ids()
+    pids = algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), remote_worker_ids=ids,
+                                                    local_env_runner=False)
+    return dict(zip(ids, pids))
+
+
+def test_a_runner_killed_mid_step_is_resampled_and_restarted(ray_cluster):
+    reference = two_runner_config().build_algo()
+    try:
+        expected = [reference.train()[RESULT_KEY]]
+    finally:
+        reference.stop()
+
+    algo = two_runner_config().build_algo()
+    try:
+        victim = runner_pids(algo)[2]
+        killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))  # while the step samples
+        killer.start()
+        first = algo.train()[RESULT_KEY]
+        killer.join()
+        assert first["resampled_shards"] == 1, first
+        assert first["trajectories"] == 64 and first.get("failed_trajectory_fraction", 0) == 0
+        # Same seeds: the step's data is what it would have been without the failure.
+        for key in ("accuracy", "reward_mean", "response_length/total_tokens"):
+            assert first[key] == pytest.approx(expected[0][key]), key
+        # RLlib probes failed runners before each step; once Ray has restarted this one, GRPO
+        # syncs the current weights to it, blocking and versioned, before it samples again.
+        for _ in range(10):
+            later = algo.train()[RESULT_KEY]
+            if later["env_runner_restarts"]:
+                break
+        assert later["env_runner_restarts"] == 1 and later["healthy_env_runners"] == 2, later
+        assert later["weights_version_lag"] == 0
+        versions = algo.env_runner_group.foreach_env_runner(lambda r: r.weights_version, local_env_runner=False)
+        assert versions == [algo._weights_version] * 2
+        assert runner_pids(algo)[2] != victim
+    finally:
+        algo.stop()
+
+
+def test_no_runner_left_saves_the_last_step_and_exits_1(tmp_path):
+    recipe = REPO / "experiments" / "tiny_cpu.yaml"
+    args = [sys.executable, "-m", "torl_rllib.cli", "train", str(recipe), "run.steps=6", "run.checkpoint_every=0",
+            "training.prompts_per_step=2", "training.group_size=4", "evaluation.interval=0",
+            "fault_tolerance.max_num_env_runner_restarts=0", "--output-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    found = subprocess.run(["pgrep", "-f", "ray::ToolEnvRunner"], capture_output=True, text=True).stdout.split()
+    assert found, "no EnvRunner process to kill"
+    for pid in found:
+        os.kill(int(pid), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr and "AttributeError" not in stderr, stderr[-3000:]
+    assert "EnvRunners failed and none could be restarted" in stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and summary["steps"] >= 2
+    step = int(summary["checkpoint"].rsplit("_", 1)[1])
+    assert step == summary["steps"], "the checkpoint must be the last completed step"
+    assert "--resume" in stderr
