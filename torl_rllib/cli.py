@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     from torl_rllib.train import run_training
 
     output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
-    summary = run_training(recipe, output_dir, resume=args.resume, verbose=args.verbose)
+    try:
+        summary = run_training(recipe, output_dir, resume=args.resume, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print(f"aborted: the newest checkpoint under {output_dir / 'checkpoints'} is the last complete one",
+              file=sys.stderr)
+        return 130
     fmt = lambda m: "n/a" if not summary.get(m) else f"{summary[m]['first']:.2f}->{summary[m]['final']:.2f}"  # noqa: E731
     print(
         f"{summary['status'].lower()}: {summary['steps']} steps in {summary['wall_time_s']:.0f}s | "
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("error"):
         print(f"error: {summary['error']}\n  continue with: torl-rllib train {args.recipe} "
               f"{' '.join(args.overrides)} --resume {summary['checkpoint']}".replace("  --", " --"), file=sys.stderr)
-    return {"FINISHED": 0, "KILLED": 130}.get(summary["status"], 1)
+    return 0 if summary["status"] == "FINISHED" else summary.get("exit_code", 1)
 
 
 def _eval(spec, verbose: bool) -> int:

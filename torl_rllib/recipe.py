@@ -73,6 +73,8 @@ class RunSettings:
     checkpoint_every: int = 10  # 0: only at the end
     output_dir: str = "runs/{name}"
     export_final: bool = True  # write the final policy as a Hugging Face model directory
+    # After SIGTERM/SIGHUP/Ctrl-C, how long the step in flight may take before it is abandoned.
+    preemption_grace_s: float = 30.0
 
 
 @dataclass
@@ -347,6 +349,8 @@ def validate_sections(data: dict) -> list[str]:
     run = RunSettings(**data.get("run", {}))
     if run.steps < 1:
         problems.append(f"run.steps: must be >= 1, got {run.steps}")
+    if run.preemption_grace_s < 0:
+        problems.append(f"run.preemption_grace_s: must be >= 0, got {run.preemption_grace_s}")
     if run.checkpoint_every < 0:
         problems.append(f"run.checkpoint_every: must be >= 0, got {run.checkpoint_every}")
     problems += _evaluation_problems(data.get("evaluation") or {})

@@ -1,9 +1,10 @@
 """The training driver behind ``torl-rllib train``: Ray → GRPO → progress bar, MLflow,
 checkpoints, summary.
 
-Nothing is lost on an interruption: Ctrl-C finishes the step in flight, saves a checkpoint
-and exits cleanly (a second Ctrl-C aborts at once); a crash leaves the last periodic
-checkpoint and marks the MLflow run FAILED.
+Nothing is lost on an interruption: Ctrl-C, SIGTERM or SIGHUP finishes the step in flight
+(or abandons it after ``run.preemption_grace_s``), saves a checkpoint of the last completed
+step, marks the MLflow run KILLED, shuts Ray down and exits with 128 + the signal (a second
+signal aborts at once); a crash leaves the last periodic checkpoint and marks the run FAILED.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
+import _thread
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,26 @@ HEADLINE = (rm.REWARD_MEAN, rm.ACCURACY, rm.CODE_RATIO)
 
 
 class _GracefulInterrupt:
-    """First Ctrl-C or SIGTERM (what Slurm, Kubernetes and spot preemption send): finish the
-    current step, checkpoint, exit. A second one: abort now."""
+    """First Ctrl-C, SIGTERM or SIGHUP (what Slurm, Kubernetes and spot preemption send):
+    finish the step in flight, checkpoint, exit. A step still running ``grace_s`` later is
+    abandoned (interrupted; if it was still sampling, nothing of it is kept, so the last completed
+    step is checkpointed). A second signal: abort now."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, grace_s: float):
+        self.grace_s = grace_s
+        self.signum: int | None = None
         self._previous = {}
+        self._timer: threading.Timer | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)  # the shell's convention: 130, 143, 129
 
     def __enter__(self):
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
@@ -49,11 +64,16 @@ class _GracefulInterrupt:
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("%s: finishing this step, then saving a checkpoint (again to abort)",
-                       signal.Signals(signum).name)
+        self.signum = signum
+        logger.warning("%s: finishing this step (at most %.0fs), then saving a checkpoint (again to abort)",
+                       signal.Signals(signum).name, self.grace_s)
+        self._timer = threading.Timer(self.grace_s, _thread.interrupt_main)  # abandons the step
+        self._timer.daemon = True
+        self._timer.start()
 
     def __exit__(self, *exc):
+        if self._timer is not None:
+            self._timer.cancel()
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         return False
@@ -108,6 +128,9 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     config_path.write_text(yaml.safe_dump(recipe.data, sort_keys=False))
     run = recipe.run
 
+    import ray
+
+    owns_ray = not ray.is_initialized()
     init_ray(verbose)
     torch.set_num_threads(_driver_threads(recipe))
     algo = recipe.build_config().build_algo()
@@ -121,13 +144,21 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
     checkpoint: Path | None = None
     error: str | None = None
+    interrupted_by: int | None = None  # the exit code an interrupting signal asks for
     start = time.perf_counter()
     try:
-        with _GracefulInterrupt() as interrupt, tqdm(
+        with _GracefulInterrupt(run.preemption_grace_s) as interrupt, tqdm(
             total=run.steps, initial=algo.iteration, desc=recipe.name, unit="step", dynamic_ncols=True
         ) as bar:
             while algo.iteration < run.steps and not interrupt.requested:
-                metrics = dict(algo.train()[RESULT_KEY])  # also logged to MLflow by the callback
+                try:
+                    result = algo.train()
+                except KeyboardInterrupt:
+                    if not (interrupt.requested and algo.step_rewound):
+                        raise  # a second signal, or a step abandoned after its data was used
+                    logger.warning("abandoned the step in flight; the checkpoint is of step %d", algo.iteration)
+                    break
+                metrics = dict(result[RESULT_KEY])  # also logged to MLflow by the callback
                 step = algo.iteration
                 metrics["step"] = step
                 history.append(metrics)
@@ -142,6 +173,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 bar.update(1)
             if interrupt.requested:
                 algo.run_status = "KILLED"
+                interrupted_by = interrupt.exit_code
         if checkpoint is None or not checkpoint.name.endswith(f"{algo.iteration:06d}"):
             checkpoint = save_checkpoint(algo, output_dir)
         if run.export_final and algo.run_status == "FINISHED":
@@ -155,6 +187,10 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         error = str(exc)
         logger.error("%s; saving the last completed step (%d)", error, algo.iteration)
         checkpoint = save_checkpoint(algo, output_dir)
+    except KeyboardInterrupt:  # aborted: the last periodic checkpoint stays the newest
+        algo.run_status = "KILLED"
+        interrupted_by = interrupted_by or 130
+        raise
     except BaseException:
         algo.run_status = "FAILED"
         raise
@@ -165,11 +201,15 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         summary = summarize(recipe, history, wall, checkpoint, run_id, algo.run_status)
         if error:
             summary["error"] = error
+        if interrupted_by:
+            summary["exit_code"] = interrupted_by
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if tracker:
             tracker.log_artifact(config_path)
             tracker.log_artifact(output_dir / "summary.json")
         algo.stop()  # the tracking callback logs the final model and ends the MLflow run
+        if owns_ray:  # leave no process of this run behind (Ray's agents included)
+            ray.shutdown()
     return summary
 
 

@@ -391,6 +391,7 @@ class GRPO(Algorithm):
         self._weights_version = 0
         self._env_runner_restarts = 0  # EnvRunners brought back after a failure, this session
         self._resampled_shards = 0
+        self.step_rewound = False
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
         self._sync_weights()  # every EnvRunner starts from the learner's weights
@@ -413,14 +414,16 @@ class GRPO(Algorithm):
     @override(Algorithm)
     def training_step(self) -> None:
         step_start = time.perf_counter()
+        self.step_rewound = False  # True when this step stopped before it changed any state
         data_position = self._prompts.get_state()
         problems = self._prompts.next_batch(self.config.prompts_per_step)
         self.last_problem_ids = [p.id for p in problems]
         try:
             with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
                 episodes, rollouts = self._sample(problems)
-        except EnvRunnersLost:
+        except (EnvRunnersLost, KeyboardInterrupt):
             self._prompts.set_state(data_position)  # the step never happened: a checkpoint redoes it
+            self.step_rewound = True
             raise
         summary = summarize_rollouts(rollouts, learner_version=self._weights_version)
         summary["dataset_rows_skipped"] = self._num_skipped_rows
