@@ -1,6 +1,6 @@
 """``torl-rllib``: train a ToRL policy with GRPO on RLlib, export it, check a recipe.
 
-    torl-rllib train experiments/tiny_cpu.yaml [section.key=value ...] [--output-dir DIR] [--resume CKPT]
+    torl-rllib train experiments/tiny_cpu.yaml [section.key=value ...] [--output-dir DIR] [--resume CKPT|auto|latest]
     torl-rllib export CHECKPOINT OUT_DIR
     torl-rllib check experiments/tiny_cpu.yaml [section.key=value ...]
     torl-rllib sweep experiments/sweeps/tiny_cpu.yaml [key=value ...] [--resume]
@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="YAML recipe, e.g. experiments/tiny_cpu.yaml")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lr=1e-5 run.steps=5")
     train.add_argument("--output-dir", help="run directory (checkpoints, logs, summary.json); default: run.output_dir")
-    train.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint directory")
+    train.add_argument("--resume", metavar="CHECKPOINT|auto|latest",
+                       help="continue from a checkpoint directory; latest: the run directory's newest "
+                            "complete checkpoint; auto: that one if there is one, else start fresh")
     train.add_argument("--verbose", action="store_true", help="show Ray's and RLlib's own logs")
 
     sweep = sub.add_parser("sweep", help="run a hyperparameter sweep on Ray Tune (one MLflow child run per trial)")
@@ -109,7 +111,18 @@ def main(argv: list[str] | None = None) -> int:
                                   k=args.k, temperature=args.temperature, output_dir=args.output_dir)
             return _eval(spec, args.verbose)
         recipe = load_recipe(args.recipe, args.overrides)
-        if args.resume and not Path(args.resume).is_dir():
+        output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
+        if args.resume in ("auto", "latest"):
+            from torl_rllib.train import latest_checkpoint
+
+            found = latest_checkpoint(output_dir)
+            if found is None and args.resume == "latest":
+                raise RecipeError([f"--resume latest: no complete checkpoint in {output_dir / 'checkpoints'}"],
+                                  "command line")
+            print(f"resuming from {found}" if found else f"no checkpoint in {output_dir}: starting fresh",
+                  file=sys.stderr)
+            args.resume = str(found) if found else None
+        elif args.resume and not Path(args.resume).is_dir():
             raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")
     except (RecipeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -117,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from torl_rllib.train import run_training
 
-    output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
     try:
         summary = run_training(recipe, output_dir, resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:

@@ -114,6 +114,25 @@ def save_checkpoint(algo, output_dir: Path) -> Path:
     return final
 
 
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory (``checkpoints/latest`` if it names a
+    complete one, else the highest ``step_N`` that is complete), or None."""
+    folder = output_dir / "checkpoints"
+    complete = lambda path: (path / "rllib_checkpoint.json").is_file()  # noqa: E731 - .partial ones are not
+    named = folder / "latest"
+    if named.is_file() and complete(folder / named.read_text().strip()):
+        return folder / named.read_text().strip()
+    steps = sorted((p for p in folder.glob("step_*") if p.name[5:].isdigit() and complete(p)), key=lambda p: int(p.name[5:]))
+    return steps[-1] if steps else None
+
+
+def _truncate_metrics_log(path: Path, step: int) -> None:
+    """Drop the lines of steps after ``step`` (logged before a crash, redone after the resume)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+
+
 def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """Train per ``recipe``; returns (and writes to ``output_dir/summary.json``) the outcome.
 
@@ -137,6 +156,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     if resume:
         algo.restore_from_path(str(Path(resume).resolve()))  # continues its MLflow run too
         logger.info("resumed from %s at step %d", resume, algo.iteration)
+        _truncate_metrics_log(output_dir / "metrics.jsonl", algo.iteration)
     tracking = tracking_callback(algo)
     tracker = tracking.tracker if tracking else None
 

@@ -5,6 +5,7 @@ directory that transformers loads and generates with, ``--resume``, and Ctrl-C."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -193,3 +194,41 @@ def test_a_step_longer_than_the_grace_period_is_abandoned_and_the_last_step_kept
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "KILLED" and summary["steps"] >= 1
     assert summary["checkpoint"].endswith(f"step_{summary['steps']:06d}")
+
+
+def test_resume_latest_after_a_kill_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL (no chance to save) after step 5 with checkpoints every 2 steps; ``--resume
+    latest`` continues from step 4 in the same MLflow run, and every step appears once."""
+    from mlflow import MlflowClient
+
+    args = [sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "evaluation.interval=0",
+            "run.checkpoint_every=2", "--output-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen([*args, "run.steps=1000"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 5):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert logged[:5] == [1, 2, 3, 4, 5]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs(client.get_experiment_by_name("torl-rllib").experiment_id)
+
+    done = subprocess.run([*args, "run.steps=7", "--resume", "latest"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stderr and "step_000004" in done.stderr
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6, 7]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["mlflow_run_id"] == run.info.run_id
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6, 7], steps
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_resume_latest_without_a_checkpoint_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), "--output-dir",
+                           str(tmp_path / "none"), "--resume", "latest"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "no complete checkpoint in" in done.stderr and "Traceback" not in done.stderr

@@ -83,6 +83,7 @@ class MlflowTracker:
         self.tracking_uri = resolve_tracking_uri(cfg.tracking_uri, output_dir)
         self.run_id: str | None = None
         self.history = MetricHistory()
+        self.logged_through = -1  # the last step already in the run (when it was resumed)
         self._client: MlflowClient | None = None
         self._pending_params: list[Param] = []
         self._failing = False
@@ -127,7 +128,9 @@ class MlflowTracker:
         self._client, self.run_id, self._pending_params = client, run_id, []
         client.update_run(run_id, status="RUNNING")
         for key in run.data.metrics:
-            self.history.add(client.get_metric_history(run_id, key))
+            history = client.get_metric_history(run_id, key)
+            self.history.add(history)
+            self.logged_through = max([self.logged_through, *(m.step for m in history)])
         logger.info("MLflow run %s continued in %s", run_id, self.tracking_uri)
         return run_id
 
@@ -181,6 +184,10 @@ class MlflowTracker:
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log one step's metrics in one ``log_batch`` call (more only beyond MLflow's 1000 per
         batch). Non-numeric and non-finite values are dropped; names are sanitized."""
+        if step <= self.logged_through:
+            # A resumed run redoes the steps after its checkpoint; those logged before the
+            # interruption stay (an exact resume gives them the same values): no duplicates.
+            return
         entities = to_metrics(step, metrics, timestamp_ms=int(time.time() * 1000))
         self.history.add(entities)
         client = self._ensure_run()
