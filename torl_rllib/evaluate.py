@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torl_rllib.algorithms.grpo.env_runner_calls import EnvRunnersLost
+from torl_rllib.algorithms.grpo.faults import RunCannotContinue
 from torl_rllib.eval_recipe import EvalSpec
 from torl_rllib.evaluation import load_benchmark
 from torl_rllib.evaluation.report import AVERAGE, problem_rows, table3
@@ -112,7 +112,7 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
         report["status"] = "FINISHED"
     except KeyboardInterrupt:
         report["status"] = "KILLED"
-    except EnvRunnersLost as exc:  # the benchmarks done so far are kept
+    except RunCannotContinue as exc:  # the benchmarks done so far are kept
         report["status"], report["error"] = "FAILED", str(exc)
     except BaseException:
         report["status"] = "FAILED"

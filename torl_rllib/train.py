@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
-from torl_rllib.algorithms.grpo.env_runner_calls import EnvRunnersLost
+from torl_rllib.algorithms.grpo.faults import RunCannotContinue
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY
@@ -200,7 +200,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
             export_dir = output_dir / "final_model"
             shutil.rmtree(export_dir, ignore_errors=True)
             algo.export_policy(export_dir)
-    except EnvRunnersLost as exc:
+    except RunCannotContinue as exc:
         # The step in flight never happened (its data position is rewound): checkpoint the last
         # completed step, so that --resume redoes it once the cluster is healthy again.
         algo.run_status = "FAILED"

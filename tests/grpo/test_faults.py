@@ -95,3 +95,51 @@ def test_no_runner_left_saves_the_last_step_and_exits_1(tmp_path):
     step = int(summary["checkpoint"].rsplit("_", 1)[1])
     assert step == summary["steps"], "the checkpoint must be the last completed step"
     assert "--resume" in stderr
+
+
+def tiny_algo(*overrides):
+    """The tiny recipe with a model double whose every response runs a 2 s snippet."""
+    from torl_rllib.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "experiments" / "tiny_cpu.yaml", [
+        "training.prompts_per_step=2", "training.group_size=4", "evaluation.interval=0", "tracking.enabled=false",
+        "resources.num_env_runners=0", "rollout.rollout_engine=tests.grpo.slow_code_engine:SlowCodeEngine",
+        "sandbox.jails=8", *overrides])
+    return recipe.build_config().build_algo()
+
+
+def kill_pool_during_next_step(algo, delay_s=1.0) -> dict:
+    (pid,) = subprocess.run(["pgrep", "-f", "ray::SandboxPool"], capture_output=True, text=True).stdout.split()
+    killer = threading.Timer(delay_s, os.kill, (int(pid), signal.SIGKILL))
+    killer.start()
+    try:
+        return algo.train()[RESULT_KEY]
+    finally:
+        killer.join()
+
+
+def test_a_sandbox_pool_killed_mid_rollout_fails_only_waiting_trajectories(ray_cluster):
+    algo = tiny_algo()
+    try:
+        algo.train()
+        hit = kill_pool_during_next_step(algo)
+        assert hit["trajectories"] == 8  # the step completed
+        assert hit["failed/sandbox_failed"] == 8 and hit["failed_trajectory_fraction"] == 1.0, hit
+        after = algo.train()[RESULT_KEY]  # the pool came back (Ray restarted it)
+        assert after.get("failed_trajectory_fraction", 0) == 0 and after["code_success_rate"] == 1.0, after
+    finally:
+        algo.stop()
+
+
+def test_a_sandbox_pool_that_cannot_come_back_stops_the_run_naming_it(ray_cluster):
+    from torl_rllib.algorithms.grpo.faults import SandboxPoolLost
+
+    algo = tiny_algo("sandbox.actor_max_restarts=0")
+    try:
+        algo.train()
+        position = algo._prompts.get_state()
+        with pytest.raises(SandboxPoolLost, match="the sandbox pool of node .* cannot come back"):
+            kill_pool_during_next_step(algo)
+        assert algo.iteration == 1 and algo._prompts.get_state() == position, "the failed step must leave no trace"
+    finally:
+        algo.stop()

@@ -162,5 +162,5 @@ def test_sandbox_failure_marks_the_trajectory(tokenizer):
     traj = loop(ScriptedEngine(tokenizer, CODE_SEGMENT + ANSWER), SandboxExecutor(pool), tokenizer,
                 max_tool_calls=1, max_response_tokens=2000)
 
-    assert traj.error is not None and traj.error.startswith("RuntimeError: sandbox failure: "), traj.error
+    assert traj.error is not None and traj.error.startswith("sandbox_failed: "), traj.error
     assert traj.tool_calls == []

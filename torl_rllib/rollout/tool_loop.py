@@ -120,9 +120,18 @@ async def run_trajectory(
                 obs_ids = obs_ids[: config.max_response_tokens - len(traj.response_ids)]
             traj._extend(obs_ids, [0.0] * len(obs_ids), trainable=False)
             segment += 1
+    except SandboxUnavailable as exc:  # counted as failed/sandbox_failed
+        traj.error = f"{SANDBOX_FAILED}: {exc}"
     except Exception as exc:  # one trajectory's failure never fails the batch
         traj.error = f"{type(exc).__name__}: {exc}"
     return traj
+
+
+SANDBOX_FAILED = "sandbox_failed"
+
+
+class SandboxUnavailable(RuntimeError):
+    """The interpreter infrastructure failed (pool or jail gone), not the model's code."""
 
 
 class _NoCode:
@@ -142,7 +151,7 @@ async def _call_tool(execute: Executor, code: str | None, style: ObservationStyl
         result = await execute(code)
         infra_error = getattr(result, "error", None)
         if infra_error:
-            raise RuntimeError(f"sandbox failure: {infra_error}")
+            raise SandboxUnavailable(infra_error)
     observation = format_observation(result, style)
     call = ToolCall(code, observation, bool(result.ok), bool(result.timed_out), time.perf_counter() - start)
     return observation, call

@@ -15,15 +15,13 @@ from typing import Any, Callable, Sequence
 
 from ray.exceptions import RayActorError
 
+from torl_rllib.algorithms.grpo.faults import EnvRunnersLost
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["EnvRunnersLost", "call_in_shards"]
+__all__ = ["call_in_shards"]
 
 TAG = "torl_shard"
-
-
-class EnvRunnersLost(RuntimeError):
-    """No healthy EnvRunner is left and none could be restored."""
 
 
 def call_in_shards(

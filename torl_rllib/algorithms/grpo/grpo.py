@@ -32,7 +32,8 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.result import TRIAL_INFO
 
-from torl_rllib.algorithms.grpo.env_runner_calls import EnvRunnersLost, call_in_shards
+from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
+from torl_rllib.algorithms.grpo.faults import RunCannotContinue, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
@@ -40,6 +41,7 @@ from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
+from torl_rllib.rollout.tool_loop import SANDBOX_FAILED
 from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
@@ -421,7 +423,9 @@ class GRPO(Algorithm):
         try:
             with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
                 episodes, rollouts = self._sample(problems)
-        except (EnvRunnersLost, KeyboardInterrupt):
+            if any(r["stats"].get(f"failed/{SANDBOX_FAILED}") for r in rollouts):
+                check_sandbox_pools(self._sandbox_pools)  # restarting: fine; gone: stop the run
+        except (RunCannotContinue, KeyboardInterrupt):
             self._prompts.set_state(data_position)  # the step never happened: a checkpoint redoes it
             self.step_rewound = True
             raise

@@ -1,0 +1,35 @@
+"""Failures a run cannot continue through, and the check that tells a sandbox pool that is
+restarting from one that is gone. The driver answers both by checkpointing the last completed
+step and exiting with the cause named (``torl-rllib train``: exit code 1)."""
+
+from __future__ import annotations
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+__all__ = ["RunCannotContinue", "EnvRunnersLost", "SandboxPoolLost", "check_sandbox_pools"]
+
+POOL_PING_TIMEOUT_S = 60.0  # a restarting pool (new jails) answers well within this
+
+
+class RunCannotContinue(RuntimeError):
+    """The step in flight cannot be completed and retrying in-process will not help."""
+
+
+class EnvRunnersLost(RunCannotContinue):
+    """No healthy EnvRunner is left and none could be restored."""
+
+
+class SandboxPoolLost(RunCannotContinue):
+    """A node's sandbox pool is gone for good (its restarts are spent) or does not answer."""
+
+
+def check_sandbox_pools(pools: dict[str, object], timeout_s: float = POOL_PING_TIMEOUT_S) -> None:
+    """Raise ``SandboxPoolLost`` naming the node and cause if any pool does not answer; a pool
+    that Ray is restarting answers once it is back."""
+    for node, handle in pools.items():
+        try:
+            ray.get(handle.metrics.remote(), timeout=timeout_s)
+        except (RayActorError, GetTimeoutError) as exc:
+            raise SandboxPoolLost(f"the sandbox pool of node {node[:12]} cannot come back: "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
