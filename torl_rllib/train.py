@@ -106,12 +106,45 @@ def _driver_threads(recipe: Recipe) -> int:
     return max(1, math.floor(total - busy))
 
 
-def save_checkpoint(algo, output_dir: Path) -> Path:
-    """Save to ``checkpoints/step_NNNNNN`` (atomically: ``GRPO.save_to_path``)."""
-    final = output_dir / "checkpoints" / f"step_{algo.iteration:06d}"
-    algo.save_to_path(str(final))
-    (output_dir / "checkpoints" / "latest").write_text(final.name + "\n")
-    return final
+class CheckpointsFailing(RunCannotContinue):
+    """Checkpoints could not be saved twice in a row: going on would risk all progress."""
+
+
+class Checkpoints:
+    """The run directory's checkpoints, ``checkpoints/step_NNNNNN`` and ``checkpoints/latest``.
+
+    Saves are atomic (``GRPO.save_to_path``), and so is the update of ``latest``. A save that
+    fails (disk full, permissions) leaves the previous checkpoint and ``latest`` as they were;
+    the run reports it and goes on, and stops (``CheckpointsFailing``) when saving fails
+    ``MAX_FAILURES`` times in a row, rather than run on with nothing to resume from.
+    """
+
+    MAX_FAILURES = 2
+
+    def __init__(self, output_dir: Path):
+        self.folder = output_dir / "checkpoints"
+        self.newest: Path | None = None
+        self.failures = 0
+
+    def save(self, algo, may_stop: bool = True) -> Path | None:
+        final = self.folder / f"step_{algo.iteration:06d}"
+        if final == self.newest:
+            return final
+        try:
+            algo.save_to_path(str(final))
+            staged = self.folder / "latest.tmp"
+            staged.write_text(final.name + "\n")
+            staged.replace(self.folder / "latest")
+        except OSError as exc:
+            self.failures += 1
+            logger.error("could not save the checkpoint of step %d (%s: %s); the newest stays %s",
+                         algo.iteration, type(exc).__name__, exc, self.newest)
+            if may_stop and self.failures >= self.MAX_FAILURES:
+                raise CheckpointsFailing(f"{self.failures} checkpoint saves in a row failed, the last with "
+                                         f"{type(exc).__name__}: {exc}") from exc
+            return None
+        self.failures, self.newest = 0, final
+        return final
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -153,16 +186,17 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     init_ray(verbose)
     torch.set_num_threads(_driver_threads(recipe))
     algo = recipe.build_config().build_algo()
+    checkpoints = Checkpoints(output_dir)
     if resume:
         algo.restore_from_path(str(Path(resume).resolve()))  # continues its MLflow run too
         logger.info("resumed from %s at step %d", resume, algo.iteration)
         _truncate_metrics_log(output_dir / "metrics.jsonl", algo.iteration)
+        checkpoints.newest = Path(resume).resolve()
     tracking = tracking_callback(algo)
     tracker = tracking.tracker if tracking else None
 
     history: list[dict[str, float]] = []
     metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
-    checkpoint: Path | None = None
     error: str | None = None
     interrupted_by: int | None = None  # the exit code an interrupting signal asks for
     start = time.perf_counter()
@@ -185,7 +219,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 metrics_log.write(json.dumps(metrics) + "\n")
                 metrics_log.flush()
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
-                    checkpoint = save_checkpoint(algo, output_dir)
+                    checkpoints.save(algo)
                 bar.set_postfix(
                     {k: f"{metrics.get(v, float('nan')):.2f}" for k, v in PROGRESS_FIELDS.items()}
                     | {"s/step": f"{metrics.get('time/step_s', 0):.1f}"}
@@ -194,19 +228,24 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
             if interrupt.requested:
                 algo.run_status = "KILLED"
                 interrupted_by = interrupt.exit_code
-        if checkpoint is None or not checkpoint.name.endswith(f"{algo.iteration:06d}"):
-            checkpoint = save_checkpoint(algo, output_dir)
+        checkpoints.save(algo, may_stop=False)
         if run.export_final and algo.run_status == "FINISHED":
             export_dir = output_dir / "final_model"
             shutil.rmtree(export_dir, ignore_errors=True)
-            algo.export_policy(export_dir)
+            try:
+                algo.export_policy(export_dir)
+            except OSError as exc:  # the checkpoint holds the policy: `torl-rllib export` later
+                logger.error("could not export the final model (%s: %s); export it from %s later",
+                             type(exc).__name__, exc, checkpoints.newest)
+                shutil.rmtree(export_dir, ignore_errors=True)
     except RunCannotContinue as exc:
         # The step in flight never happened (its data position is rewound): checkpoint the last
         # completed step, so that --resume redoes it once the cluster is healthy again.
         algo.run_status = "FAILED"
         error = str(exc)
         logger.error("%s; saving the last completed step (%d)", error, algo.iteration)
-        checkpoint = save_checkpoint(algo, output_dir)
+        if not isinstance(exc, CheckpointsFailing):
+            checkpoints.save(algo, may_stop=False)
     except KeyboardInterrupt:  # aborted: the last periodic checkpoint stays the newest
         algo.run_status = "KILLED"
         interrupted_by = interrupted_by or 130
@@ -218,7 +257,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         metrics_log.close()
         wall = time.perf_counter() - start
         run_id = tracker.run_id if tracker else None
-        summary = summarize(recipe, history, wall, checkpoint, run_id, algo.run_status)
+        summary = summarize(recipe, history, wall, checkpoints.newest, run_id, algo.run_status)
         if error:
             summary["error"] = error
         if interrupted_by:

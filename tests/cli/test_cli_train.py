@@ -232,3 +232,33 @@ def test_resume_latest_without_a_checkpoint_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), "--output-dir",
                            str(tmp_path / "none"), "--resume", "latest"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and "no complete checkpoint in" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 30 MB filesystem (tmpfs): room for two checkpoints of the tiny model (~13 MB each)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30M", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_then_stops_cleanly(small_disk, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "evaluation.interval=0",
+         "run.steps=6", "run.checkpoint_every=1", "--output-dir", str(small_disk / "run")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "could not save the checkpoint of step 3" in proc.stderr and "checkpoint saves in a row failed" in proc.stderr
+    folder = small_disk / "run" / "checkpoints"
+    assert (folder / "latest").read_text().strip() == "step_000002"
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step_000001", "step_000002"]  # no .partial
+    summary = json.loads((small_disk / "run" / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and summary["steps"] == 4 and summary["checkpoint"].endswith("step_000002")
+    resumed = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "export", str(folder / "step_000002"),
+                              str(tmp_path / "model")], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, "the kept checkpoint must be complete"

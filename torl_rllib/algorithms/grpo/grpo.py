@@ -562,7 +562,11 @@ class GRPO(Algorithm):
             final = Path(path)
             partial = final.with_name(final.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            super().save_to_path(str(partial), *args, **kwargs)
+            try:
+                super().save_to_path(str(partial), *args, **kwargs)
+            except BaseException:  # e.g. disk full: leave nothing half-written behind
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
             path = str(final)
