@@ -191,7 +191,7 @@ def test_broken_store_never_raises_and_warns_once(where, tmp_path, caplog):
     assert tracker.history.series("accuracy") == [(1, 0.5), (2, 0.5), (3, 0.5)]
 
 
-def test_tracking_resumes_when_the_store_comes_back(tmp_path, caplog):
+def test_tracking_resumes_and_backfills_when_the_store_comes_back(tmp_path, caplog):
     blocker = tmp_path / "store"
     blocker.write_text("not a directory yet")
     tracker = MlflowTracker(TrackingConfig(), run_name="flaky", output_dir=blocker)
@@ -207,6 +207,9 @@ def test_tracking_resumes_when_the_store_comes_back(tmp_path, caplog):
     run = MlflowClient(tracker.tracking_uri).get_run(tracker.run_id)
     assert run.data.params["model.path"] == "tiny-model"  # params of the failed start() arrive
     assert run.data.metrics == {"accuracy": 0.5}
+    # Nothing lost: the step logged while the store was down is backfilled at its own step.
+    history = MlflowClient(tracker.tracking_uri).get_metric_history(tracker.run_id, "accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.25), (2, 0.5)]
 
 
 def test_any_uri_works_including_a_file_store(tmp_path):

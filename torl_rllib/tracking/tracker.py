@@ -2,7 +2,8 @@
 
 Every public method is safe to call from the training loop: a tracking failure (server down,
 disk full, permission denied, bad URI) is reported once as a warning, that call becomes a
-no-op, and the next call tries again. The tracker talks to MLflow only through its own
+no-op, and the next call tries again. Metrics are never dropped: those a failed call could
+not send are sent by the next call that gets through (and by ``finish``). The tracker talks to MLflow only through its own
 ``MlflowClient`` (never the global ``mlflow`` run state), so trackers do not interfere.
 """
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limits on one log_batch call
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_TAG_VALUE_LENGTH = 8000
+MAX_UNSENT_METRICS = 1_000_000  # ~100 MB: days of steps at ~100 metrics each
 
 T = TypeVar("T")
 
@@ -84,6 +86,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.history = MetricHistory()
         self.logged_through = -1  # the last step already in the run (when it was resumed)
+        self._unsent: list = []  # metrics a failed call could not send, retried on the next
         self._client: MlflowClient | None = None
         self._pending_params: list[Param] = []
         self._failing = False
@@ -137,9 +140,15 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Log the plots (when enabled) and end the run as FINISHED, FAILED or KILLED. Later
         calls to the tracker do nothing."""
+        if self._unsent:
+            self._flush_metrics()
         self.log_plots()
         self._end_run(status)
         self._finished = True
+
+    @_tracked
+    def _flush_metrics(self) -> None:
+        self._send_unsent()
 
     @_tracked
     def _end_run(self, status: str) -> None:
@@ -190,9 +199,22 @@ class MlflowTracker:
             return
         entities = to_metrics(step, metrics, timestamp_ms=int(time.time() * 1000))
         self.history.add(entities)
+        self._unsent.extend(entities)
+        if len(self._unsent) > MAX_UNSENT_METRICS:  # a store down for very long: keep the newest
+            del self._unsent[: len(self._unsent) - MAX_UNSENT_METRICS]
+        self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        """Send every metric not yet in the store, oldest first: what a store outage held back
+        is backfilled, at its own steps and timestamps, by the first call that gets through."""
         client = self._ensure_run()
-        for batch in _chunks(entities, MAX_METRICS_PER_BATCH):
+        backlog = len(self._unsent)
+        while self._unsent:
+            batch = self._unsent[:MAX_METRICS_PER_BATCH]
             client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            del self._unsent[: len(batch)]
+        if backlog > MAX_METRICS_PER_BATCH:
+            logger.info("backfilled %d metric values held back while MLflow was unreachable", backlog)
 
     def wants_trajectories(self, step: int) -> bool:
         """Whether ``step`` is one whose sample trajectories should be logged."""
