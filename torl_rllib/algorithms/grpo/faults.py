@@ -25,9 +25,13 @@ class SandboxPoolLost(RunCannotContinue):
 
 
 def check_sandbox_pools(pools: dict[str, object], timeout_s: float = POOL_PING_TIMEOUT_S) -> None:
-    """Raise ``SandboxPoolLost`` naming the node and cause if any pool does not answer; a pool
-    that Ray is restarting answers once it is back."""
+    """Raise ``SandboxPoolLost`` naming the node and cause if the pool of an alive node does not
+    answer; a pool that Ray is restarting answers once it is back. (A node that left the cluster
+    took its pool and its EnvRunners with it: the other nodes' runners carry on.)"""
+    alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
     for node, handle in pools.items():
+        if node not in alive:
+            continue
         try:
             ray.get(handle.metrics.remote(), timeout=timeout_s)
         except (RayActorError, GetTimeoutError) as exc:
