@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
-from torl_rllib.algorithms.grpo.faults import RunCannotContinue
+from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY
@@ -243,8 +243,11 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
         # completed step, so that --resume redoes it once the cluster is healthy again.
         algo.run_status = "FAILED"
         error = str(exc)
-        logger.error("%s; saving the last completed step (%d)", error, algo.iteration)
-        if not isinstance(exc, CheckpointsFailing):
+        if isinstance(exc, LearnersLost):  # the Learners' state died with them
+            checkpoints.newest = checkpoints.newest or latest_checkpoint(output_dir)
+            logger.error("%s; the newest checkpoint is %s", error, checkpoints.newest)
+        elif not isinstance(exc, CheckpointsFailing):
+            logger.error("%s; saving the last completed step (%d)", error, algo.iteration)
             checkpoints.save(algo, may_stop=False)
     except KeyboardInterrupt:  # aborted: the last periodic checkpoint stays the newest
         algo.run_status = "KILLED"

@@ -143,3 +143,29 @@ def test_a_sandbox_pool_that_cannot_come_back_stops_the_run_naming_it(ray_cluste
         assert algo.iteration == 1 and algo._prompts.get_state() == position, "the failed step must leave no trace"
     finally:
         algo.stop()
+
+
+def test_a_dead_learner_is_a_clear_error_with_the_newest_checkpoint(tmp_path):
+    """RLlib 2.60 cannot restart a Learner: the run stops with the cause and the newest
+    checkpoint named (exit 1), never a raw traceback."""
+    recipe = REPO / "experiments" / "tiny_cpu.yaml"
+    args = [sys.executable, "-m", "torl_rllib.cli", "train", str(recipe), "run.steps=50", "run.checkpoint_every=2",
+            "training.prompts_per_step=2", "training.group_size=4", "evaluation.interval=0",
+            "resources.num_env_runners=0", "resources.num_learners=1", "resources.num_cpus_per_learner=1",
+            "--output-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    found = subprocess.run(["pgrep", "-f", "ray::_WrappedExecutable"], capture_output=True,
+                           text=True).stdout.split()
+    assert found, "no Learner process (Ray Train worker) to kill"
+    for pid in found:
+        os.kill(int(pid), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "a Learner died during step" in stderr and "cannot restart Learners" in stderr, stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and summary["checkpoint"].endswith("step_000002"), summary

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-__all__ = ["RunCannotContinue", "EnvRunnersLost", "SandboxPoolLost", "check_sandbox_pools"]
+__all__ = ["RunCannotContinue", "EnvRunnersLost", "LearnersLost", "SandboxPoolLost", "check_sandbox_pools"]
 
 POOL_PING_TIMEOUT_S = 60.0  # a restarting pool (new jails) answers well within this
 
@@ -18,6 +18,10 @@ class RunCannotContinue(RuntimeError):
 
 class EnvRunnersLost(RunCannotContinue):
     """No healthy EnvRunner is left and none could be restored."""
+
+
+class LearnersLost(RunCannotContinue):
+    """A Learner died; the step's update is lost and the Learners' state with it."""
 
 
 class SandboxPoolLost(RunCannotContinue):

@@ -30,10 +30,11 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
 )
+from ray.exceptions import RayActorError
 from ray.tune.result import TRIAL_INFO
 
 from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
-from torl_rllib.algorithms.grpo.faults import RunCannotContinue, check_sandbox_pools
+from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
@@ -440,14 +441,27 @@ class GRPO(Algorithm):
         )
         self.last_samples = [row for r in rollouts for row in r["samples"]]
         if episodes:
-            with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
-                self._learn(episodes)
-            with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
-                self._weights_version += 1
-                self._sync_weights()
+            try:
+                with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
+                    self._learn(episodes)
+                with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
+                    self._weights_version += 1
+                    self._sync_weights()
+            except RayActorError as exc:
+                if not self._is_learner_failure(exc):
+                    raise
+                raise LearnersLost(
+                    f"a Learner died during step {self.iteration + 1} ({type(exc).__name__}). RLlib "
+                    f"{ray.__version__} cannot restart Learners (the LearnerGroup is one torch process "
+                    "group, built once): resume from the newest checkpoint") from exc
         else:
             logger.warning("step %d: no trainable trajectory (all failed or filtered)", self.iteration)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
+
+    def _is_learner_failure(self, exc: RayActorError) -> bool:
+        """Whether ``exc`` came from one of the LearnerGroup's actors (not an EnvRunner's)."""
+        learners = getattr(self.learner_group, "_workers", None) or []
+        return not learners or exc.actor_id in {w._actor_id.hex() for w in learners}
 
     def _sample(self, problems: list) -> tuple[list, list[dict]]:
         """Split the step's problems over the EnvRunners; each samples its groups. A runner that
