@@ -103,7 +103,7 @@ def tiny_algo(*overrides):
 
     recipe = load_recipe(REPO / "experiments" / "tiny_cpu.yaml", [
         "training.prompts_per_step=2", "training.group_size=4", "evaluation.interval=0", "tracking.enabled=false",
-        "resources.num_env_runners=0", "rollout.rollout_engine=tests.grpo.slow_code_engine:SlowCodeEngine",
+        "resources.num_env_runners=0", "rollout.rollout_engine=tests.faults.slow_code_engine:SlowCodeEngine",
         "sandbox.jails=8", *overrides])
     return recipe.build_config().build_algo()
 
