@@ -9,6 +9,7 @@ signal aborts at once); a crash leaves the last periodic checkpoint and marks th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -215,6 +216,10 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 metrics = dict(result[RESULT_KEY])  # also logged to MLflow by the callback
                 step = algo.iteration
                 metrics["step"] = step
+                # Which prompts the step sampled (metrics.jsonl only): resumed and undisturbed
+                # runs can be compared step by step (``python -m torl_rllib.chaos``).
+                metrics["problems_digest"] = hashlib.blake2b(
+                    "\n".join(algo.last_problem_ids).encode(), digest_size=8).hexdigest()
                 history.append(metrics)
                 metrics_log.write(json.dumps(metrics) + "\n")
                 metrics_log.flush()

@@ -1,6 +1,7 @@
 """``torl-rllib train`` through the real CLI in a subprocess: the MLflow store it leaves
 (run, params, per-step metrics, trajectory table, plots), ``export`` to a Hugging Face
-directory that transformers loads and generates with, ``--resume``, in-training evaluation and ``eval`` of a checkpoint (faults: tests/faults)."""
+directory that transformers loads and generates with, ``--resume``, in-training evaluation,
+and ``eval`` of a checkpoint. (Faults: ``tests/faults``.)"""
 
 from __future__ import annotations
 
