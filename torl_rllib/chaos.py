@@ -70,7 +70,7 @@ def undisturbed(recipe: Path, out: Path, steps: int, extra: list[str]) -> float:
 
 def chaos(recipe: Path, out: Path, steps: int, extra: list[str], kill_every: float, seed: int) -> dict:
     rng = random.Random(seed)
-    kills, restarts, sessions = Counter(), 0, 0
+    kills, restarts, sessions, stops = Counter(), 0, 0, []
     start = time.perf_counter()
     while True:
         proc = _train(recipe, out, steps, extra, resume=sessions > 0)
@@ -92,15 +92,17 @@ def chaos(recipe: Path, out: Path, steps: int, extra: list[str], kill_every: flo
             else:
                 os.kill(rng.choice(running[choice]), signal.SIGKILL)
             kills[choice] += 1
-        proc.communicate()
+        _, err = proc.communicate()
         lines = _lines(out)
         restarts += int(lines[-1].get("env_runner_restarts", 0)) if lines else 0
         if proc.returncode == 0 and _summary(out).get("status") == "FINISHED":
             break
         if proc.returncode not in (0, -signal.SIGKILL):  # a clean stop (exit 1): resume it too
-            print(f"chaos: the trainer stopped with exit code {proc.returncode}; resuming", file=sys.stderr)
+            cause = next((line for line in reversed(err.splitlines()) if line.startswith("error:")), "no error line")
+            stops.append(cause)
+            print(f"chaos: the trainer stopped with exit code {proc.returncode} ({cause}); resuming", file=sys.stderr)
     return {"wall_s": time.perf_counter() - start, "kills": dict(kills), "env_runner_restarts": restarts,
-            "trainer_sessions": sessions}
+            "trainer_sessions": sessions, "clean_stops": stops}
 
 
 def _weights_equal(a: Path, b: Path) -> bool:
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: {report['steps_completed']} of {args.steps} steps completed (in order: "
           f"{report['steps_in_order']}), a kill every {args.kill_every:g} s, {report['trainer_sessions']} trainer session(s)")
     print(f"kills: {kills}")
+    for cause in report["clean_stops"]:
+        print(f"a trainer session stopped cleanly (exit 1) and was resumed: {cause}")
     print(f"EnvRunner restarts {report['env_runner_restarts']} | re-sampled shards {report['resampled_shards']} | "
           f"trajectories failed {report['trajectories_failed']}")
     print(f"wall time: undisturbed {base_s:.0f} s, chaos {report['wall_s']:.0f} s: {report['overhead']:.2f}x")

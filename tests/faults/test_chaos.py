@@ -1,0 +1,23 @@
+"""The chaos benchmark, short: random components killed while the tiny model trains, then the
+run compared with an undisturbed one of the same seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torl_rllib.chaos import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_chaos_run_completes_every_step_like_the_undisturbed_run(tmp_path, capsys):
+    assert main(["--steps", "5", "--kill-every", "4", "--seed", "3", "--output-dir", str(tmp_path), "--json",
+                 "training.prompts_per_step=4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps_completed"] == 5 and report["steps_in_order"], report
+    assert sum(report["kills"].values()) >= 1, report
+    assert report["prompts_equal"], report  # the same prompts at every step, resumes included
+    if report["trajectories_failed"] == 0:  # runner kills are re-sampled, a resume is exact
+        assert report["weights_equal"], report
