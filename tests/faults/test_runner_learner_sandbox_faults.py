@@ -20,6 +20,9 @@ from tests.grpo.conftest import grpo_config
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 pytestmark = pytest.mark.slow
+# Functions below run inside Ray actors, which cannot import this test module.
+ray_cloudpickle = pytest.importorskip("ray.cloudpickle")
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def two_runner_config():
@@ -109,8 +112,11 @@ def tiny_algo(*overrides):
 
 
 def kill_pool_during_next_step(algo, delay_s=1.0) -> dict:
-    (pid,) = subprocess.run(["pgrep", "-f", "ray::SandboxPool"], capture_output=True, text=True).stdout.split()
-    killer = threading.Timer(delay_s, os.kill, (int(pid), signal.SIGKILL))
+    import ray
+
+    (pool,) = algo._sandbox_pools.values()
+    pid = ray.get(pool.__ray_call__.remote(lambda actor: os.getpid()))  # this run's pool, not another's
+    killer = threading.Timer(delay_s, os.kill, (pid, signal.SIGKILL))
     killer.start()
     try:
         return algo.train()[RESULT_KEY]

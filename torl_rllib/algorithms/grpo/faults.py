@@ -4,8 +4,10 @@ step and exiting with the cause named (``torl-rllib train``: exit code 1)."""
 
 from __future__ import annotations
 
+import time
+
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 __all__ = ["RunCannotContinue", "EnvRunnersLost", "LearnersLost", "SandboxPoolLost", "check_sandbox_pools"]
 
@@ -36,8 +38,17 @@ def check_sandbox_pools(pools: dict[str, object], timeout_s: float = POOL_PING_T
     for node, handle in pools.items():
         if node not in alive:
             continue
-        try:
-            ray.get(handle.metrics.remote(), timeout=timeout_s)
-        except (RayActorError, GetTimeoutError) as exc:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(handle.metrics.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except ActorUnavailableError:  # restarting: ask again until the deadline
+                if time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                exc = GetTimeoutError(f"the pool did not come back within {timeout_s:.0f}s")
+            except (RayActorError, GetTimeoutError) as error:
+                exc = error
             raise SandboxPoolLost(f"the sandbox pool of node {node[:12]} cannot come back: "
                                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
