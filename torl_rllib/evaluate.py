@@ -68,7 +68,9 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
         "settings": {k: spec.data.get(k) for k in ("rollout", "data", "sandbox", "resources", "model", "seed")},
         "versions": {k.removeprefix("versions."): v for k, v in library_versions().items()}, "benchmarks": {},
     }
-    tracker = MlflowTracker(TrackingConfig(**spec.data.get("tracking", {})), run_name=spec.name)
+    # Runs of one eval recipe on different models must be told apart in the MLflow UI.
+    run_name = spec.name if spec.name == source.label else f"{spec.name} {source.label}"
+    tracker = MlflowTracker(TrackingConfig(**spec.data.get("tracking", {})), run_name=run_name)
     tags = {RUN_TYPE_TAG: "eval", "torl.model": source.model, "torl.protocol": protocol.name}
     if source.training_run_id:
         tags[EVALUATED_RUN_TAG] = source.training_run_id
