@@ -9,6 +9,7 @@ batch instead of waiting for the whole rollout round.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ import torch
 
 from torl_rllib.rollout.engine import GenerationOutput, RolloutEngine, SamplingParams
 from torl_rllib.rollout.sampling import sample_tokens, sequence_rng
+
+
+def kv_cache_argument(model) -> str:
+    """The forward argument (and output field) of the KV cache: ``cache`` from transformers
+    5.24 on, where ``past_key_values`` is deprecated (removed in 5.40); ``past_key_values``
+    before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -52,6 +60,7 @@ class HFEngine(RolloutEngine):
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
         self._lock = threading.Lock()
+        self._cache_arg = kv_cache_argument(model)
 
     @staticmethod
     def _eos_ids(model, tokenizer) -> list[int]:
@@ -154,7 +163,7 @@ class HFEngine(RolloutEngine):
                 attn = torch.cat([attn, attn.new_ones((len(batch), 1))], dim=-1)
                 out = self.model(
                     input_ids=tokens.unsqueeze(-1), attention_mask=attn, position_ids=next_pos,
-                    past_key_values=out.past_key_values, use_cache=True,
+                    **{self._cache_arg: getattr(out, self._cache_arg)}, use_cache=True,
                 )
                 next_pos = next_pos + 1
         finally:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+from torl_rllib.rollout.hf_engine import kv_cache_argument
 from torl_rllib.tiny.evaluate import evaluate
 from torl_rllib.tiny.synthetic import (
     Document,
@@ -119,13 +120,14 @@ def document_loss(model, batch: dict[str, torch.Tensor], prefix_len: int) -> tor
     ids = batch["input_ids"]
     if not torch.equal(ids[:, :prefix_len], ids[:1, :prefix_len].expand(ids.shape[0], -1)):
         raise ValueError("documents of a batch must share their first prefix_len tokens")
-    cache = model(input_ids=ids[:1, :prefix_len], use_cache=True).past_key_values
+    cache_arg = kv_cache_argument(model)
+    cache = getattr(model(input_ids=ids[:1, :prefix_len], use_cache=True), cache_arg)
     cache.batch_repeat_interleave(ids.shape[0])
     return model(
         input_ids=ids[:, prefix_len:],
         attention_mask=batch["attention_mask"],
-        past_key_values=cache,
         labels=batch["labels"][:, prefix_len:],
+        **{cache_arg: cache},
     ).loss
 
 
