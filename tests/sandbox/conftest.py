@@ -39,8 +39,11 @@ def _children(pid: int) -> list[int]:
 def _settled(pid: int) -> bool:
     """PID 1 has exactly one child, the process forked ahead for the next snippet, which has no
     children of its own, and /tmp is empty."""
-    kids = _children(pid)
-    return len(kids) == 1 and _children(kids[0]) == [] and os.listdir(f"/proc/{pid}/root/tmp") == []
+    try:
+        kids = _children(pid)
+        return len(kids) == 1 and _children(kids[0]) == [] and os.listdir(f"/proc/{pid}/root/tmp") == []
+    except FileNotFoundError:  # a child exited between the two reads: not settled yet, look again
+        return False
 
 
 @pytest.fixture
