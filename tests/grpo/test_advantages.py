@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from torl_rllib.algorithms.grpo.advantages import group_advantages
+from torl_rllib.core.advantages import group_advantages
 
 GROUPS = [
     [1.0, -1.0],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.rollout.observation import format_observation
 from torl_rllib.rollout.tool_loop import STOP_STRING
 from torl_rllib.tasks import render_prompt

@@ -19,7 +19,9 @@ import math
 import threading
 import time
 from collections import Counter
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -33,8 +35,8 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from torl_rllib.algorithms.grpo.advantages import group_advantages
-from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.core.advantages import group_advantages
+from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.evaluation.results import ProblemResult, SampleResult
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
@@ -70,6 +72,7 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             self.module.to("cuda")
         self.weights_version = 0
         self._loop = BackgroundLoop()
+        self._grader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading")
         self.engine = make_engine(config, self.module, self.tokenizer)
         self._sandbox = None  # the node's SandboxPool actor, looked up on first use
         self._reward = RewardConfig(**config.reward)
@@ -86,61 +89,72 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
 
     # ---- sampling -------------------------------------------------------------------------
     def sample_groups(self, problems: list, iteration: int) -> tuple[list[SingleAgentEpisode], dict]:
-        """G trajectories for each problem → (episodes, rollout statistics)."""
+        """G trajectories for each problem → (episodes, rollout statistics).
+
+        Each trajectory is graded as soon as it ends (in the verifier process, while the others
+        still generate), and its group's advantages are computed when the group is complete.
+        """
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
         execute = self._executor()  # looked up outside the event loop (it may block on Ray)
         seed = lambda problem, k: trajectory_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
-        trajectories = self._loop.run(
-            self._rollout(problems, prompts, self.config.group_size, self._sampling, seed, execute))
-        rollout_s = time.perf_counter() - start
-        stats = Counter(rollout_s=rollout_s, groups=len(problems))
+        stats = Counter(groups=len(problems))
+        groups = self._loop.run(self._rollout(
+            problems, prompts, self.config.group_size, self._sampling, seed, execute, self._graded_group(stats)))
+        stats["rollout_s"] = time.perf_counter() - start
         episodes, samples = [], []
-        grade_start = time.perf_counter()
-        for problem, group in zip(problems, trajectories):
-            rewards, kept = [], []
-            for traj in group:
-                outcome = self._score(problem, traj, stats)
-                if outcome is not None:
-                    rewards.append(outcome[0])
-                    kept.append((traj, outcome))
-            advantages = group_advantages(rewards, scale=self.config.scale_advantages)
-            zero_variance = len(kept) > 0 and not np.any(advantages)
-            stats["zero_variance_groups"] += zero_variance
-            if zero_variance and self.config.dynamic_sampling:
-                stats["dropped_by_dynamic_sampling"] += len(kept)
-                continue
-            for (traj, (reward, result)), adv in zip(kept, advantages):
-                episodes.append(self._episode(traj, reward, adv))
+        for problem, scored in zip(problems, groups):
+            for traj, reward, result, advantage in scored:
+                episodes.append(self._episode(traj, reward, advantage))
                 if len(samples) < self.config.trajectories_to_log:
                     samples.append(self._sample_row(problem, traj, reward, result))
-        stats["grade_s"] = time.perf_counter() - grade_start
         stats["weights_version"] = self.weights_version
         self.num_env_steps_sampled_lifetime += len(episodes)
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, len(episodes), reduce="sum")
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(episodes), reduce="lifetime_sum")
         return episodes, {"stats": dict(stats), "samples": samples}
 
+    def _graded_group(self, stats: Counter):
+        """What a finished group becomes: (trajectory, reward, grade, advantage) per kept trajectory."""
+
+        def finish(problem, outcomes) -> list:
+            kept = [(traj, *outcome) for traj, outcome in outcomes if outcome is not None]
+            advantages = group_advantages([reward for _, reward, _ in kept], scale=self.config.scale_advantages)
+            zero_variance = len(kept) > 0 and not np.any(advantages)
+            stats["zero_variance_groups"] += zero_variance
+            if zero_variance and self.config.dynamic_sampling:
+                stats["dropped_by_dynamic_sampling"] += len(kept)
+                return []
+            return [(traj, reward, result, adv) for (traj, reward, result), adv in zip(kept, advantages)]
+
+        return _Grading(self._score, stats, finish)
+
     def _encode_prompt(self, problem) -> list[int]:
         text = render_prompt(self.config.prompt_template, problem.problem, self.tokenizer)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    async def _rollout(self, problems, prompts, n, sampling, seed_of, execute) -> list[list[Trajectory]]:
-        """``n`` trajectories per problem, all at once; ``seed_of(problem, k)`` seeds the k-th."""
+    async def _rollout(self, problems, prompts, n, sampling, seed_of, execute, grading) -> list:
+        """``n`` trajectories per problem, all at once; ``seed_of(problem, k)`` seeds the k-th.
+        Each trajectory is graded by ``grading`` as soon as it ends; each group is finished by it
+        as soon as its last trajectory is graded."""
         gen_start = time.perf_counter()
+        loop = asyncio.get_running_loop()
 
         async def one(problem, prompt_ids, k):
             if len(prompt_ids) > self.config.max_prompt_tokens:
-                return Trajectory(prompt_ids, error=f"prompt_too_long: {len(prompt_ids)} tokens")
-            return await run_trajectory(
-                self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k)
-            )
+                traj = Trajectory(prompt_ids, error=f"prompt_too_long: {len(prompt_ids)} tokens")
+            else:
+                traj = await run_trajectory(
+                    self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k))
+            # One grading thread: the verifier pool serializes its calls anyway.
+            return traj, await loop.run_in_executor(self._grader, grading.score, problem, traj)
 
-        groups = await asyncio.gather(*(
-            asyncio.gather(*(one(p, ids, k) for k in range(n))) for p, ids in zip(problems, prompts)
-        ))
+        async def group(problem, prompt_ids):
+            return grading.finish(problem, await asyncio.gather(*(one(problem, prompt_ids, k) for k in range(n))))
+
+        groups = await asyncio.gather(*(group(p, ids) for p, ids in zip(problems, prompts)))
         logger.debug("rollout of %d groups took %.2fs", len(groups), time.perf_counter() - gen_start)
-        return [list(g) for g in groups]
+        return groups
 
     def evaluate_problems(self, problems: list, protocol) -> tuple[list[ProblemResult], dict]:
         """``protocol.k`` graded responses per problem (an ``EvalProtocol``: greedy or sampled)
@@ -151,12 +165,11 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         execute = self._executor()
         seed = lambda problem, k: trajectory_seed(protocol.seed, "eval", problem.source, problem.id, k)  # noqa: E731
         sampling = protocol.sampling(self.config.max_response_tokens)
-        trajectories = self._loop.run(self._rollout(problems, prompts, protocol.k, sampling, seed, execute))
-        stats = Counter(rollout_s=time.perf_counter() - start, groups=len(problems))
-        results = []
-        for problem, group in zip(problems, trajectories):
-            samples = [self._sample_result(problem, traj, stats) for traj in group]
-            results.append(ProblemResult(str(problem.id), problem.source, problem.problem, problem.answer, samples))
+        stats = Counter(groups=len(problems))
+        grading = _Grading(self._sample_result, stats, lambda problem, samples: [s for _, s in samples])
+        groups = self._loop.run(self._rollout(problems, prompts, protocol.k, sampling, seed, execute, grading))
+        stats["rollout_s"] = time.perf_counter() - start
+        results = [ProblemResult(str(p.id), p.source, p.problem, p.answer, samples) for p, samples in zip(problems, groups)]
         stats["weights_version"] = self.weights_version
         return results, {"stats": dict(stats), "samples": []}
 
@@ -303,6 +316,24 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
     def stop(self):
         self.engine.shutdown()
         self._loop.close()
+        self._grader.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Grading:
+    """How a rollout grades: ``scorer(problem, trajectory, stats)`` per finished trajectory (in the
+    grading thread), ``finish(problem, [(trajectory, outcome), ...])`` per finished group."""
+
+    scorer: Callable
+    stats: Counter
+    finish: Callable
+
+    def score(self, problem, traj: Trajectory):
+        start = time.perf_counter()
+        try:
+            return self.scorer(problem, traj, self.stats)
+        finally:
+            self.stats["grade_s"] += time.perf_counter() - start  # overlapped with generation
 
 
 class BackgroundLoop:

@@ -1,9 +1,21 @@
-"""The embedded rollout engine: batched Hugging Face generation with a KV cache (CPU or GPU).
+"""The embedded rollout engine: continuous batching over a Hugging Face causal LM (CPU or GPU).
 
-Requests from concurrently running trajectories are queued and served in batches by one
-background task; the forward passes run in a worker thread so the event loop keeps serving
-tool results meanwhile. A trajectory that comes back from its tool call joins the next
-batch instead of waiting for the whole rollout round.
+One scheduler thread owns the forward passes. Each iteration it
+
+1. admits queued requests (new prompts, and trajectories back from their tool call): one
+   prefill of the admitted prompts, whose KV cache then joins the running batch's;
+2. samples one token for every running sequence, each from its own seeded random stream;
+3. resolves every sequence that finished (EOS, stop string, budget) at once and removes its rows
+   from the batch and its cache;
+4. runs one decode step for the sequences still running.
+
+So a request never waits for the rest of its batch, and a trajectory back from the sandbox
+joins at the next decode step. Why our own scheduler and not transformers' (5.24)
+``generation.continuous_batching``: its manager draws every request's tokens from one shared
+generator (the contract needs per-request seeded streams, so that a trajectory's tokens do not
+depend on what shares its batch), stops only at EOS (no stop strings), and reports log-probs
+only of its own processed distribution; a scheduler over the model's ``DynamicCache`` gives the
+contract exactly with ~200 lines.
 """
 
 from __future__ import annotations
@@ -11,14 +23,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from torl_rllib.rollout.engine import GenerationOutput, RolloutEngine, SamplingParams
 from torl_rllib.rollout.sampling import sample_tokens, sequence_rng
+from torl_rllib.rollout.slot_cache import SlotStore
+from torl_rllib.rollout.stop_strings import StopStringDetector
 
 
 def kv_cache_argument(model) -> str:
@@ -29,13 +46,28 @@ def kv_cache_argument(model) -> str:
 
 
 @dataclass
-class _Request:
+class _Sequence:
+    """One request while the engine serves it."""
+
     prompt_ids: list[int]
     params: SamplingParams
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    rng: np.random.Generator | None = None
+    stop: StopStringDetector | None = None
     out_ids: list[int] = field(default_factory=list)
     out_logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started (benchmarks read differences of them)."""
+
+    busy_s: float = 0.0  # wall time with at least one sequence runnable
+    generated_tokens: int = 0
+    prefills: int = 0
+    decode_steps: int = 0
 
 
 class HFEngine(RolloutEngine):
@@ -43,9 +75,9 @@ class HFEngine(RolloutEngine):
 
     Args:
         model: the causal LM; weight updates applied to it (e.g. by RLlib's ``set_state``)
-            are seen by the next batch.
+            are seen from the next decode step.
         tokenizer: used only to detect stop strings in freshly sampled tokens.
-        max_batch_size: most sequences in one forward batch.
+        max_batch_size: most sequences decoded together; more wait in the queue.
     """
 
     holds_own_weights = False  # generates with the RLModule's model itself
@@ -54,13 +86,17 @@ class HFEngine(RolloutEngine):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.eos_ids = self._eos_ids(model, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self._pending: list[_Request] = []
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
-        self._lock = threading.Lock()
+        self.eos_ids = set(self._eos_ids(model, tokenizer))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.stats = EngineStats()
         self._cache_arg = kv_cache_argument(model)
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._queue: deque[_Sequence] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # forward passes vs load_weights
+        self._reset_batch()
 
     @staticmethod
     def _eos_ids(model, tokenizer) -> list[int]:
@@ -71,107 +107,212 @@ class HFEngine(RolloutEngine):
             raise ValueError("the model has no eos_token_id (generation_config or tokenizer)")
         return list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
 
+    # ---- requests (any event loop, any thread) ------------------------------------------------
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationOutput:
         if not prompt_ids:
             raise ValueError("prompt_ids must not be empty")
-        request = _Request(list(prompt_ids), params, asyncio.get_running_loop().create_future())
-        self._pending.append(request)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._serve())
-        return await request.future
-
-    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            await asyncio.sleep(0)  # let every runnable trajectory enqueue its request first
-            batch = self._take_batch()
+        seq = _Sequence(list(prompt_ids), params, loop.create_future(), loop)
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the HF engine was shut down")
+            self._queue.append(seq)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="hf-engine", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return await seq.future  # cancelling the caller cancels this future: the row is dropped
+
+    @property
+    def num_running(self) -> int:
+        """Sequences being generated now (finished or cancelled ones excluded)."""
+        return sum(s.finish_reason is None and not s.future.cancelled() for s in list(self._running))
+
+    # ---- the scheduler thread -------------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._running and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                room = self.max_batch_size - len(self._running)
+                admitted = [self._queue.popleft() for _ in range(min(room, len(self._queue)))]
+            start = time.perf_counter()
             try:
-                await loop.run_in_executor(self._executor, self._generate_batch, batch)
-            except Exception as exc:  # surfaces in each trajectory's own await
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
-                continue
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_result(GenerationOutput(r.out_ids, r.out_logprobs, r.finish_reason))
+                with self._lock, torch.no_grad():
+                    self._iterate(admitted)
+            except Exception as exc:  # surfaces in each affected trajectory's own await
+                for seq in {id(s): s for s in self._running + admitted}.values():
+                    _settle(seq, exc)
+                self._reset_batch()
+            self.stats.busy_s += time.perf_counter() - start
+        for seq in self._running + list(self._queue):
+            _settle(seq, RuntimeError("the HF engine was shut down"))
 
-    def _take_batch(self) -> list[_Request]:
-        """Up to ``max_batch_size`` queued requests sharing temperature/top-p/top-k."""
-        key = lambda r: (r.params.temperature, r.params.top_p, r.params.top_k)  # noqa: E731
-        first = key(self._pending[0])
-        batch = [r for r in self._pending if key(r) == first][: self.max_batch_size]
-        taken = set(map(id, batch))
-        self._pending = [r for r in self._pending if id(r) not in taken]
-        return batch
+    def _reset_batch(self) -> None:
+        self._store = SlotStore()  # the running sequences' KV cache, one slot (row) each
+        self._slots: list[_Sequence | None] = []  # the sequence in each slot, None if free
+        self._next_pos: torch.Tensor | None = None  # [slots, 1] position of each row's next token
+        self._logits: torch.Tensor | None = None  # [slots, V] each row's next-token logits
 
-    def _stop_hit(self, request: _Request) -> bool:
-        stops = request.params.stop
-        if not stops:
-            return False
-        window = max(len(s) for s in stops) + 1  # every token carries >= 1 character
-        tail = self.tokenizer.decode(request.out_ids[-window:], skip_special_tokens=False)
-        return any(s in tail for s in stops)
+    @property
+    def _running(self) -> list[_Sequence]:
+        return [seq for seq in self._slots if seq is not None]
 
-    @torch.no_grad()
-    def _generate_batch(self, batch: list[_Request]) -> None:
-        with self._lock:
-            self._generate_locked(batch)
-
-    def _generate_locked(self, batch: list[_Request]) -> None:
-        device = next(self.model.parameters()).device
-        params = batch[0].params
-        rngs = [sequence_rng(r.params.seed) for r in batch]
-        budgets = [r.params.max_new_tokens for r in batch]
-        width = max(len(r.prompt_ids) for r in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):  # left padding
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            attn[i, width - len(r.prompt_ids):] = 1
-        ids, attn = ids.to(device), attn.to(device)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    def _iterate(self, admitted: list[_Sequence]) -> None:
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
-            active = list(range(len(batch)))
-            next_pos = positions[:, -1:] + 1
-            for _ in range(max(budgets)):
-                logprobs = torch.log_softmax(out.logits[:, -1].float() / (params.temperature or 1.0), dim=-1)
-                if params.greedy:
-                    tokens = logprobs.argmax(dim=-1)
-                else:
-                    uniforms = torch.tensor([rng.random() for rng in rngs], device=device)
-                    tokens = sample_tokens(logprobs, uniforms, params.top_p, params.top_k)
-                token_lp = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
-                token_list = tokens.tolist()
-                for i in list(active):
-                    r = batch[i]
-                    r.out_ids.append(token_list[i])
-                    r.out_logprobs.append(token_lp[i])
-                    if token_list[i] in self.eos_ids:
-                        r.finish_reason = "eos"
-                    elif self._stop_hit(r):
-                        r.finish_reason = "stop"
-                    elif len(r.out_ids) >= budgets[i]:
-                        r.finish_reason = "length"
-                    if r.finish_reason:
-                        active.remove(i)
-                if not active:
-                    break
-                attn = torch.cat([attn, attn.new_ones((len(batch), 1))], dim=-1)
-                out = self.model(
-                    input_ids=tokens.unsqueeze(-1), attention_mask=attn, position_ids=next_pos,
-                    **{self._cache_arg: getattr(out, self._cache_arg)}, use_cache=True,
-                )
-                next_pos = next_pos + 1
+            if admitted:
+                self._admit(admitted)
+            live = [i for i, seq in enumerate(self._slots) if seq is not None]
+            tokens = self._sample(live)
+            self._record(live, tokens)
+            if not self._running:
+                self._reset_batch()
+                return
+            inputs = torch.full((len(self._slots),), self.pad_id, dtype=torch.long, device=tokens.device)
+            inputs[torch.tensor(live, device=tokens.device)] = tokens  # free slots: a pad token
+            self._decode(self._compact(inputs))
         finally:
             self.model.train(was_training)
 
+    def _forward(self, **inputs):
+        if self._logits_to_keep:
+            inputs["logits_to_keep"] = 1  # only the last position's logits are ever used
+        return self.model(**inputs, use_cache=True)
+
+    def _admit(self, admitted: list[_Sequence]) -> None:
+        """Prefill the admitted prompts (left-padded among themselves) into free slots."""
+        device = next(self.model.parameters()).device
+        width = max(len(s.prompt_ids) for s in admitted)
+        ids = torch.full((len(admitted), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(admitted), width), dtype=torch.long)
+        for i, seq in enumerate(admitted):
+            ids[i, width - len(seq.prompt_ids):] = torch.tensor(seq.prompt_ids)
+            attn[i, width - len(seq.prompt_ids):] = 1
+            seq.rng = None if seq.params.greedy else sequence_rng(seq.params.seed)
+            seq.stop = StopStringDetector(self.tokenizer, seq.params.stop) if seq.params.stop else None
+        ids, attn = ids.to(device), attn.to(device)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=ids, attention_mask=attn, position_ids=positions)
+        self.stats.prefills += 1
+        slots = self._store.admit(_kv_layers(getattr(out, self._cache_arg)), [len(s.prompt_ids) for s in admitted])
+        rows = self._store.slots
+        if self._logits is None or self._logits.shape[0] < rows:  # the store added slots
+            missing = rows - (0 if self._logits is None else self._logits.shape[0])
+            vocab = out.logits.shape[-1]
+            self._logits = _append_rows(self._logits, out.logits.new_zeros((missing, vocab), dtype=torch.float))
+            self._next_pos = _append_rows(self._next_pos, positions.new_zeros((missing, 1)))
+            self._slots += [None] * missing
+        index = torch.tensor(slots, device=device)
+        self._logits[index] = out.logits[:, -1].float()
+        self._next_pos[index] = positions[:, -1:] + 1
+        for slot, seq in zip(slots, admitted):
+            self._slots[slot] = seq
+
+    def _sample(self, live: list[int]) -> torch.Tensor:
+        """One token per live row: argmax for greedy rows, else from the row's own stream."""
+        rows = [self._slots[i] for i in live]
+        logits = self._logits[torch.tensor(live, device=self._logits.device)]
+        temperature = torch.tensor([s.params.temperature or 1.0 for s in rows], device=logits.device)
+        self._logprobs = torch.log_softmax(logits / temperature.unsqueeze(-1), dim=-1)
+        tokens = self._logprobs.argmax(dim=-1)
+        by_truncation: dict[tuple, list[int]] = {}
+        for i, seq in enumerate(rows):
+            if not seq.params.greedy:
+                by_truncation.setdefault((seq.params.top_p, seq.params.top_k), []).append(i)
+        for (top_p, top_k), idx in by_truncation.items():
+            uniforms = torch.tensor([rows[i].rng.random() for i in idx], device=tokens.device)
+            index = torch.tensor(idx, device=tokens.device)
+            tokens[index] = sample_tokens(self._logprobs[index], uniforms, top_p, top_k)
+        return tokens
+
+    def _record(self, live: list[int], tokens: torch.Tensor) -> None:
+        """Append each live row's token; resolve the finished ones now and free their slots."""
+        token_lp = self._logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
+        for slot, token, lp in zip(live, tokens.tolist(), token_lp):
+            seq = self._slots[slot]
+            if not seq.future.cancelled():  # a cancelled trajectory's row is just dropped
+                seq.out_ids.append(token)
+                seq.out_logprobs.append(lp)
+                if token in self.eos_ids:
+                    seq.finish_reason = "eos"
+                elif seq.stop is not None and seq.stop.push(token):
+                    seq.finish_reason = "stop"
+                elif len(seq.out_ids) >= seq.params.max_new_tokens:
+                    seq.finish_reason = "length"
+                if not seq.finish_reason:
+                    continue
+                _settle(seq, GenerationOutput(seq.out_ids, seq.out_logprobs, seq.finish_reason))
+            self._slots[slot] = None
+            self._store.release(slot)
+        self.stats.generated_tokens += len(live)
+
+    def _compact(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Drop the free slots when at most half are live; returns ``inputs`` in the new slot order."""
+        kept = self._store.compact()
+        if kept is None:
+            return inputs
+        index = torch.tensor(kept, device=inputs.device)
+        self._slots = [self._slots[i] for i in kept]
+        self._logits, self._next_pos = self._logits[index], self._next_pos[index]
+        return inputs[index]
+
+    def _decode(self, inputs: torch.Tensor) -> None:
+        """One forward step for every slot (a free one computes a masked pad token)."""
+        out = self._forward(
+            input_ids=inputs.unsqueeze(-1),
+            attention_mask=self._store.attention_mask(), position_ids=self._next_pos,
+            **{self._cache_arg: self._store.cache},
+        )
+        self._store.advance()
+        self.stats.decode_steps += 1
+        self._logits = out.logits[:, -1].float()
+        self._next_pos = self._next_pos + 1
+
+    # ---- weights and lifetime -------------------------------------------------------------------
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         with self._lock:
             self.model.load_state_dict(dict(state_dict), strict=True)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def _settle(seq: _Sequence, outcome) -> None:
+    """Resolve a request's future on its own event loop (from the scheduler thread)."""
+
+    def settle():
+        if seq.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            seq.future.set_exception(outcome)
+        else:
+            seq.future.set_result(outcome)
+
+    try:
+        seq.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+        pass
+
+
+def _append_rows(tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+    return rows if tensor is None else torch.cat([tensor, rows])
+
+
+def _kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (keys, values) of a prefill's cache; only full-attention layers can be slotted."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        raise NotImplementedError(
+            "HFEngine's continuous batching needs a full-attention DynamicCache (one DynamicLayer per "
+            f"layer); this model's cache is {type(cache).__name__} with "
+            f"{sorted({type(layer).__name__ for layer in (layers or [])})}. Use rollout.engine=vllm for it."
+        )
+    return [(layer.keys, layer.values) for layer in layers]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGES, OLD_LOGPROBS
+from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
 from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import aggregate_loss
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "assets" / "tiny-math-base"
@@ -27,7 +27,7 @@ def synthetic_episodes(vocab: int, n: int, prompt_len: int, response_len: int, s
     """``n`` single-step episodes shaped like rollouts (random ids, ragged responses)."""
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-    from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
+    from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 
     rng = np.random.default_rng(seed)
     episodes = []

@@ -37,7 +37,8 @@ from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
 from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
-from torl_rllib.algorithms.grpo.learner_connector import LOSS_MASK, GRPOLearnerConnector
+from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
+from torl_rllib.core.columns import LOSS_MASK
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks

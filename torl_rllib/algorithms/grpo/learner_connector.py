@@ -16,16 +16,9 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 
+from torl_rllib.core.columns import ADVANTAGE, ADVANTAGES, LOGPROBS, LOSS_MASK, OLD_LOGPROBS
 from torl_rllib.modules.causal_lm_module import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK
 
-# Extra model outputs each episode carries (written by the EnvRunner).
-LOGPROBS = "token_logprobs"
-LOSS_MASK = "loss_mask"
-ADVANTAGE = "advantage"
-WEIGHTS_VERSION = "weights_version"
-# Batch columns (besides the module's inputs).
-OLD_LOGPROBS = "old_logprobs"
-ADVANTAGES = "advantages"
 
 
 class GRPOLearnerConnector(ConnectorV2):

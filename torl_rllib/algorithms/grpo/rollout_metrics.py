@@ -19,7 +19,7 @@ VERSION_LAG = "weights_version_lag"
 TOKENS_PER_S = "tokens_per_s"
 ROLLOUT_S = "time/rollout_wall_s"
 TOOL_WAIT_S = "time/tool_wait_s_per_call"
-GRADE_S = "time/grade_s"
+GRADE_S = "time/grade_s"  # grading work, overlapped with generation (graded as each trajectory ends)
 # Tool-use analysis (ToRL's emergent behaviours); absent in a step where the condition never
 # occurred (e.g. no execution failed), rather than a misleading 0.
 ACCURACY_WITH_CODE = "accuracy/with_code"

@@ -13,7 +13,7 @@ from ray.rllib.utils.annotations import override
 from torl_rllib.algorithms.grpo.grpo_learner import (
     APPROX_KL_KEY, CLIP_FRACTION_KEY, LOSS_AGG_MODES, NUM_LOSS_TOKENS_KEY, REF_KL_KEY, GRPOLearner,
 )
-from torl_rllib.algorithms.grpo.learner_connector import ADVANTAGES, OLD_LOGPROBS
+from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
 
 
