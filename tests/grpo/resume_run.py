@@ -3,7 +3,8 @@
     straight MODEL DATA OUT --steps 7 --save-at 2 5   train 7 steps, checkpoint after steps 2 and 5
     resume   MODEL DATA OUT --steps 7 --from CKPT      Algorithm.from_checkpoint(CKPT), train to step 7
 
-Writes OUT (torch.save): final weights, optimizer state, problem ids sampled at each step.
+``--max-staleness 1`` trains one step off-policy. Writes OUT (torch.save): final weights,
+optimizer state, problem ids sampled at each step, each step's weights-version lag.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from torl_rllib.algorithms.grpo import GRPOConfig
 
 
-def build_config(model: str, data: str) -> GRPOConfig:
+def build_config(model: str, data: str, max_staleness: int = 0) -> GRPOConfig:
     """20 problems, 4 per step: an epoch is exactly 5 steps.
 
     A random model earns the same reward on every sample (all advantages 0), so a small
@@ -28,7 +29,8 @@ def build_config(model: str, data: str) -> GRPOConfig:
         GRPOConfig()
         .debugging(seed=7)
         .rl_module(model_config={"path": model})
-        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coef=0.01)
+        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coef=0.01,
+                  max_staleness=max_staleness)
         .rollout(max_response_tokens=16, max_tool_calls=0)
         .task(train_data=data)
         .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
@@ -45,17 +47,19 @@ def main() -> None:
     parser.add_argument("--save-at", type=int, nargs="*", default=[])
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--from", dest="from_checkpoint")
+    parser.add_argument("--max-staleness", type=int, default=0)
     args = parser.parse_args()
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     if args.mode == "straight":
-        algo = build_config(args.model, args.data).build_algo()
+        algo = build_config(args.model, args.data, args.max_staleness).build_algo()
     else:
         algo = Algorithm.from_checkpoint(args.from_checkpoint)
-    prompts = {}
+    prompts, lags = {}, {}
     while algo.iteration < args.steps:
-        algo.train()
+        result = algo.train()
         prompts[algo.iteration] = list(algo.last_problem_ids)
+        lags[algo.iteration] = result["torl"]["weights_version_lag"]
         if algo.iteration in args.save_at:
             algo.save_to_path(f"{args.checkpoint_dir}/step_{algo.iteration}")
     learner_state = algo.learner_group.get_state()["learner"]
@@ -64,6 +68,7 @@ def main() -> None:
             "weights": algo.learner_group.get_weights()[DEFAULT_MODULE_ID],
             "optimizer": learner_state["optimizer"],
             "prompts": prompts,
+            "lags": lags,
             "iteration": algo.iteration,
         },
         args.out,

@@ -58,9 +58,17 @@ def straight(tmp_path_factory, random_model_dir, arithmetic_jsonl):
     return root, torch.load(out, weights_only=False)
 
 
-@pytest.mark.parametrize("saved_at", SAVE_POINTS, ids=["mid_epoch", "epoch_boundary"])
-def test_resume_in_fresh_process_matches_uninterrupted_run(straight, saved_at, random_model_dir, arithmetic_jsonl):
-    root, reference = straight
+@pytest.fixture(scope="module")
+def straight_off_policy(tmp_path_factory, random_model_dir, arithmetic_jsonl):
+    """max_staleness=1: each checkpoint records the next step's rollout, already sampled."""
+    root = tmp_path_factory.mktemp("resume_off_policy")
+    out = root / "straight.pt"
+    _run("straight", random_model_dir, arithmetic_jsonl, out, "--steps", TOTAL_STEPS, "--max-staleness", 1,
+         "--save-at", SAVE_POINTS[0], "--checkpoint-dir", root / "ckpt")
+    return root, torch.load(out, weights_only=False)
+
+
+def _resume_and_compare(root, reference, saved_at, random_model_dir, arithmetic_jsonl):
     out = root / f"resumed_{saved_at}.pt"
     _run("resume", random_model_dir, arithmetic_jsonl, out, "--steps", TOTAL_STEPS,
          "--from", root / "ckpt" / f"step_{saved_at}")
@@ -72,6 +80,24 @@ def test_resume_in_fresh_process_matches_uninterrupted_run(straight, saved_at, r
         assert ids == reference["prompts"][step], f"step {step} sampled other prompts after the resume"
     _assert_same(resumed["weights"], reference["weights"], "weights")
     _assert_same(resumed["optimizer"], reference["optimizer"], "optimizer state")
+    return resumed
+
+
+@pytest.mark.parametrize("saved_at", SAVE_POINTS, ids=["mid_epoch", "epoch_boundary"])
+def test_resume_in_fresh_process_matches_uninterrupted_run(straight, saved_at, random_model_dir, arithmetic_jsonl):
+    root, reference = straight
+    _resume_and_compare(root, reference, saved_at, random_model_dir, arithmetic_jsonl)
+    assert set(reference["lags"].values()) == {0}  # on-policy
+
+
+def test_one_step_off_policy_lags_one_version_and_resumes_exactly(straight_off_policy, random_model_dir,
+                                                                   arithmetic_jsonl):
+    root, reference = straight_off_policy
+    # The first step samples with the initial weights; every later one was sampled during the
+    # previous update, with the weights from before it: staleness <= max_staleness, everywhere.
+    assert reference["lags"] == {1: 0, **{step: 1 for step in range(2, TOTAL_STEPS + 1)}}
+    resumed = _resume_and_compare(root, reference, SAVE_POINTS[0], random_model_dir, arithmetic_jsonl)
+    assert resumed["lags"] == {step: 1 for step in range(SAVE_POINTS[0] + 1, TOTAL_STEPS + 1)}
 
 
 def test_training_changes_the_weights(straight, random_model_dir):

@@ -41,7 +41,7 @@ from torl_rllib.evaluation.results import ProblemResult, SampleResult
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
 from torl_rllib.rollout.tool_use import tool_use
-from torl_rllib.tasks import RewardConfig, compute_reward, grade, render_prompt
+from torl_rllib.tasks import RewardConfig, available_cpus, compute_reward, grade, render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         super().__init__(config=config, **kwargs)
         from transformers import AutoTokenizer
 
-        cpus = config.num_cpus_per_env_runner if self.worker_index else 1
-        torch.set_num_threads(max(1, math.floor(cpus)))  # the CPUs Ray gave this process
+        if self.worker_index:  # a remote runner: its own process (a local one shares the driver's threads)
+            torch.set_num_threads(rollout_threads(config))
         self._spaces = placeholder_spaces()
         model_path = config.model_config["path"]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -355,6 +355,17 @@ class BackgroundLoop:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def rollout_threads(config) -> int:
+    """Torch threads of a remote EnvRunner: ``config.num_threads`` if set; else, on-policy,
+    this machine's CPUs shared among the runners (rollout and update alternate: the cores the
+    Learner holds are idle while the runners sample); one step off-policy, the CPUs Ray gave it."""
+    if config.num_threads:
+        return config.num_threads
+    if config.max_staleness:
+        return max(1, math.floor(config.num_cpus_per_env_runner))
+    return max(1, available_cpus() // max(1, config.num_env_runners))
 
 
 def placeholder_spaces() -> dict:

@@ -38,9 +38,10 @@ from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, c
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
-from torl_rllib.core.columns import LOSS_MASK
+from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
-from torl_rllib.algorithms.grpo.rollout_metrics import summarize_rollouts
+from torl_rllib.algorithms.grpo.rollout_ahead import RolloutAhead
+from torl_rllib.algorithms.grpo.rollout_metrics import VERSION_LAG, summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.tool_loop import SANDBOX_FAILED
@@ -54,6 +55,7 @@ ROLLOUT_ENGINES = ("hf", "vllm")
 PROMPT_STATE = "grpo_prompt_iterator"
 VERSION_STATE = "grpo_weights_version"
 TRACKING_STATE = "grpo_tracking"
+AHEAD_STATE = "grpo_rollout_ahead"  # max_staleness=1: the next step's rollout, sampled already
 RESOURCE_KEYS = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
                  "num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
                  "num_cpus_for_main_process")
@@ -97,6 +99,8 @@ class GRPOConfig(AlgorithmConfig):
         self.entropy_coef = 0.0
         self.dynamic_sampling = False  # drop zero-variance groups from the update
         self.overlong_mask = False  # no loss on responses cut by the length limit
+        self.max_staleness = 0  # 1: sample step t+1 while the Learners update on step t
+        self.importance_clip: float | None = None  # truncated importance weight (off-policy correction)
         # .rollout()
         self.rollout_engine = "hf"
         self.engine_max_batch_size = 64
@@ -109,6 +113,7 @@ class GRPOConfig(AlgorithmConfig):
         self.max_tool_calls = 1  # C
         self.budget_counts_tool_output = True
         self.observation_style = "torl"
+        self.num_threads: int | None = None  # torch threads per remote EnvRunner (None: auto)
         # .task()
         self.train_data: dict[str, Any] | str | None = None
         self.prompt_template = "tir_base_0309"
@@ -131,7 +136,7 @@ class GRPOConfig(AlgorithmConfig):
         minibatches_per_step=NotProvided, clip_eps_low=NotProvided, clip_eps_high=NotProvided,
         loss_agg_mode=NotProvided, scale_advantages=NotProvided, kl_coef=NotProvided,
         entropy_coef=NotProvided, dynamic_sampling=NotProvided, overlong_mask=NotProvided,
-        **kwargs,
+        max_staleness=NotProvided, importance_clip=NotProvided, **kwargs,
     ) -> "GRPOConfig":
         """GRPO hyperparameters (plus RLlib's: ``lr``, ``grad_clip``, ``num_epochs``, ...).
 
@@ -146,6 +151,13 @@ class GRPOConfig(AlgorithmConfig):
             entropy_coef: entropy bonus weight.
             dynamic_sampling: leave zero-variance groups out of the update (DAPO).
             overlong_mask: no loss on truncated responses (DAPO).
+            max_staleness: 0 = on-policy (ToRL); 1 = the EnvRunners sample step t+1 with the
+                weights they hold while the Learners update on step t (verl's one-step-off-policy;
+                episodes lag the learner by one version).
+            importance_clip: None = the PPO ratio is taken against the recorded rollout
+                log-probabilities (the behaviour policy); c > 1 = decoupled PPO: the ratio is
+                taken against the policy at the start of the update, times the importance weight
+                ``min(pi_start / pi_rollout, c)`` (truncated IS), for stale episodes.
         """
         super().training(**kwargs)
         self._set(locals(), exclude=("kwargs",))
@@ -155,7 +167,7 @@ class GRPOConfig(AlgorithmConfig):
         self, *, rollout_engine=NotProvided, engine_max_batch_size=NotProvided,
         vllm_kwargs=NotProvided, max_prompt_tokens=NotProvided, max_response_tokens=NotProvided,
         temperature=NotProvided, top_p=NotProvided, top_k=NotProvided, max_tool_calls=NotProvided,
-        budget_counts_tool_output=NotProvided, observation_style=NotProvided,
+        budget_counts_tool_output=NotProvided, observation_style=NotProvided, num_threads=NotProvided,
     ) -> "GRPOConfig":
         """Generation and tool-loop settings.
 
@@ -170,6 +182,10 @@ class GRPOConfig(AlgorithmConfig):
             max_tool_calls: C, the most code executions per response.
             budget_counts_tool_output: tool output counts against the budget (ToRL).
             observation_style: ``torl`` (last error line, 128+...+128) or ``full``.
+            num_threads: torch threads of each remote EnvRunner. None (auto): on-policy, the
+                machine's CPUs divided among the EnvRunners (rollout and update alternate, so
+                the runners may use the cores the Learner leaves idle while they sample); with
+                max_staleness=1, the CPUs Ray gives each runner.
         """
         self._set(locals())
         return self
@@ -307,6 +323,10 @@ class GRPOConfig(AlgorithmConfig):
         check(self.loss_agg_mode in LOSS_AGG_MODES,
               f"loss_agg_mode {self.loss_agg_mode!r} is not one of {list(LOSS_AGG_MODES)}")
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
+        check(self.max_staleness in (0, 1),
+              f"max_staleness must be 0 (on-policy) or 1 (one step off-policy), got {self.max_staleness!r}")
+        check(self.importance_clip is None or (isinstance(self.importance_clip, (int, float)) and self.importance_clip >= 1),
+              f"importance_clip must be null (off) or a number >= 1, got {self.importance_clip!r}")
         check(self.rollout_engine in ROLLOUT_ENGINES or ":" in self.rollout_engine,
               f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)} "
               "(or a 'package.module:EngineClass')")
@@ -318,6 +338,8 @@ class GRPOConfig(AlgorithmConfig):
         check(self.rollout_engine != "vllm" or (self.top_p == 1.0 and self.top_k == 0),
               "the vllm engine reports logprobs after top-p/top-k truncation, which the learner does "
               "not recompute: use top_p=1.0 and top_k=0 with rollout_engine='vllm'")
+        check(self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
+              f"num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got {self.num_threads!r}")
         check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
         check(self.observation_style in OBSERVATION_STYLES,
               f"observation_style {self.observation_style!r} is not one of {list(OBSERVATION_STYLES)}")
@@ -357,6 +379,8 @@ class GRPOConfig(AlgorithmConfig):
 
 class GRPO(Algorithm):
     """Group Relative Policy Optimization with ToRL's tool-calling rollouts."""
+
+    _ahead: RolloutAhead | None = None  # max_staleness=1: the next step's rollout, in flight
 
     @classmethod
     @override(Algorithm)
@@ -417,21 +441,34 @@ class GRPO(Algorithm):
 
     @override(Algorithm)
     def training_step(self) -> None:
+        """Sample (or take the rollout sampled during the last update), learn, sync weights.
+
+        On-policy (``max_staleness=0``, ToRL's): sample with the learner's weights, update, sync.
+        One step off-policy (``max_staleness=1``): this step's rollout was sampled while the
+        Learners updated on the last step's; the runners get the learner's weights and start
+        the next step's rollout before this step's update begins.
+        """
         step_start = time.perf_counter()
         self.step_rewound = False  # True when this step stopped before it changed any state
-        data_position = self._prompts.get_state()
-        problems = self._prompts.next_batch(self.config.prompts_per_step)
-        self.last_problem_ids = [p.id for p in problems]
+        current, self._ahead = self._ahead or self._draw_rollout(), None
         try:
             with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
-                episodes, rollouts = self._sample(problems)
+                episodes, rollouts = current.result(sample=self._sample)
             if any(r["stats"].get(f"failed/{SANDBOX_FAILED}") for r in rollouts):
                 check_sandbox_pools(self._sandbox_pools)  # restarting: fine; gone: stop the run
         except (RunCannotContinue, KeyboardInterrupt):
-            self._prompts.set_state(data_position)  # the step never happened: a checkpoint redoes it
+            self._prompts.set_state(current.data_position)  # the step never happened: a checkpoint redoes it
             self.step_rewound = True
             raise
+        self.last_problem_ids = [p.id for p in current.problems]
+        if self.config.max_staleness:
+            with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
+                weights = self._sync_weights()
+            next_iteration = self.iteration + 1  # the seeds are those of the step it is sampled for
+            self._ahead = self._draw_rollout().start(lambda problems: self._sample(problems, next_iteration, weights))
         summary = summarize_rollouts(rollouts, learner_version=self._weights_version)
+        summary[VERSION_LAG] = max(
+            (self._weights_version - int(ep.get_extra_model_outputs(WEIGHTS_VERSION, 0)) for ep in episodes), default=0)
         summary["dataset_rows_skipped"] = self._num_skipped_rows
         summary["env_runner_restarts"] = self._env_runner_restarts
         summary["resampled_shards"] = self._resampled_shards  # re-sampled after a runner failed
@@ -445,9 +482,10 @@ class GRPO(Algorithm):
             try:
                 with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
                     self._learn(episodes)
-                with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
-                    self._weights_version += 1
-                    self._sync_weights()
+                self._weights_version += 1
+                if not self.config.max_staleness:
+                    with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
+                        self._sync_weights()
             except RayActorError as exc:
                 if not self._is_learner_failure(exc):
                     raise
@@ -459,33 +497,40 @@ class GRPO(Algorithm):
             logger.warning("step %d: no trainable trajectory (all failed or filtered)", self.iteration)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
 
+    def _draw_rollout(self) -> RolloutAhead:
+        """The next step's problems, drawn now (with the data position to rewind to)."""
+        position = self._prompts.get_state()
+        return RolloutAhead(self._prompts.next_batch(self.config.prompts_per_step), position, self._weights_version)
+
     def _is_learner_failure(self, exc: RayActorError) -> bool:
         """Whether ``exc`` came from one of the LearnerGroup's actors (not an EnvRunner's)."""
         learners = getattr(self.learner_group, "_workers", None) or []
         return not learners or exc.actor_id in {w._actor_id.hex() for w in learners}
 
-    def _sample(self, problems: list) -> tuple[list, list[dict]]:
+    def _sample(self, problems: list, iteration: int | None = None, weights: tuple | None = None) -> tuple[list, list[dict]]:
         """Split the step's problems over the EnvRunners; each samples its groups. A runner that
         dies mid-step has its share sampled again, with the same seeds, by another runner or by
-        itself once restarted (``restart_failed_env_runners``), so the step's data is what it
+        itself once restarted (``restart_failed_env_runners``) and given ``weights`` ((ref,
+        version) the step samples with; default: the learner's), so the step's data is what it
         would have been; with no runner left and none restorable, ``EnvRunnersLost``."""
         runners = max(1, len(self.env_runner_group.healthy_env_runner_ids()))
         shards = [s for s in np.array_split(np.arange(len(problems)), runners) if len(s)]
-        calls = [{"problems": [problems[i] for i in s], "iteration": self.iteration} for s in shards]
+        iteration = self.iteration if iteration is None else iteration
+        calls = [{"problems": [problems[i] for i in s], "iteration": iteration} for s in shards]
         results, reissued = call_in_shards(self.env_runner_group, "sample_groups", calls,
-                                           restore=lambda: self.wait_for_env_runners(self.env_runner_group))
+                                           restore=lambda: self.wait_for_env_runners(self.env_runner_group, weights))
         self._resampled_shards = reissued
         episodes = [ep for eps, _ in results for ep in eps]
         return episodes, [rollout for _, rollout in results]
 
-    def wait_for_env_runners(self, group) -> list[int]:
+    def wait_for_env_runners(self, group, weights: tuple | None = None) -> list[int]:
         """With no healthy runner left: wait for Ray to restart failed ones (while restarts are
         left, up to ``env_runner_restore_timeout_s``) and restore them; [] when none comes back."""
         config = self.config
         deadline = time.monotonic() + config.env_runner_restore_timeout_s
         logger.warning("no healthy EnvRunner: waiting up to %.0fs for a restart", config.env_runner_restore_timeout_s)
         while True:
-            restored = self.restore_env_runners(group)
+            restored = self._restore_env_runners(group, weights)
             restarts_left = config.restart_failed_env_runners and group.num_remote_worker_restarts() < (
                 config.max_num_env_runner_restarts * max(1, group.num_remote_env_runners()))
             if restored or not restarts_left or time.monotonic() > deadline:
@@ -496,12 +541,19 @@ class GRPO(Algorithm):
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """Bring failed EnvRunners back (RLlib's restart) and give them the current weights
         through the blocking, versioned sync before they sample (RLlib's own re-sync is
-        fire-and-forget). Called by RLlib before every step, and by ``_sample`` mid-step."""
+        fire-and-forget). Called by RLlib before every step, and by ``_sample`` mid-step. While a
+        rollout runs ahead, its own thread restores the runners it uses (with its weights)."""
+        if self._ahead is not None and self._ahead.running and env_runner_group is self.env_runner_group:
+            return []
+        return self._restore_env_runners(env_runner_group)
+
+    def _restore_env_runners(self, env_runner_group, weights: tuple | None = None) -> list[int]:
         restored = env_runner_group.probe_unhealthy_env_runners() if self.config.restart_failed_env_runners else []
         if restored:
             self._env_runner_restarts += len(restored)
-            logger.warning("restarted EnvRunner(s) %s; syncing weights version %d", restored, self._weights_version)
-            self.sync_weights_to(env_runner_group, remote_ids=restored)
+            version = weights[1] if weights else self._weights_version
+            logger.warning("restarted EnvRunner(s) %s; syncing weights version %d", restored, version)
+            self.sync_weights_to(env_runner_group, remote_ids=restored, weights=weights)
         return restored
 
     def _learn(self, episodes: list) -> None:
@@ -524,31 +576,34 @@ class GRPO(Algorithm):
                 )
                 self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
-    def _sync_weights(self) -> None:
+    def _sync_weights(self) -> tuple:
         """Blocking broadcast of the learner's weights to every (training) EnvRunner."""
-        self.sync_weights_to(self.env_runner_group)
+        return self.sync_weights_to(self.env_runner_group)
 
-    def sync_weights_to(self, group, remote_ids: list[int] | None = None) -> None:
-        """Blocking broadcast of the learner's weights to ``group``'s runners (only the remote
-        ones in ``remote_ids`` when given), with a version.
+    def sync_weights_to(self, group, remote_ids: list[int] | None = None, weights: tuple | None = None) -> tuple:
+        """Blocking broadcast of ``weights`` ((object ref, version); default: the learner's
+        current ones) to ``group``'s runners (only the remote ones in ``remote_ids`` when
+        given). Returns the (ref, version) sent.
 
         RLlib's own ``sync_weights`` is fire-and-forget and can be dropped silently; here every
         runner confirms the version it now holds, and a mismatch is an error.
         """
-        weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-        version = self._weights_version
+        if weights is None:
+            weights = (ray.put(self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]),
+                       self._weights_version)
+        ref, version = weights
         held = []
         if group.local_env_runner is not None and remote_ids is None:
-            held.append(group.local_env_runner.set_weights(weights, version))
+            held.append(group.local_env_runner.set_weights(ray.get(ref), version))
         ids = group.healthy_env_runner_ids() if remote_ids is None else remote_ids
         if ids:
-            ref = ray.put(weights)
             held += group.foreach_env_runner(
                 "set_weights", kwargs={"weights": ref, "version": version},
                 remote_worker_ids=ids, local_env_runner=False,
             )
         if any(v != version for v in held):
             raise RuntimeError(f"weight sync failed: runners hold versions {held}, expected {version}")
+        return weights
 
     def export_policy(self, out_dir: str | Path) -> Path:
         """Write the current policy as a Hugging Face model directory (no checkpoint needed)."""
@@ -595,6 +650,8 @@ class GRPO(Algorithm):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[PROMPT_STATE] = self._prompts.get_state()
         state[VERSION_STATE] = self._weights_version
+        if self._ahead is not None:  # waits for the rollout in flight and records it
+            state[AHEAD_STATE] = self._ahead.get_state()
         callback = tracking_callback(self)
         if callback is not None:
             state[TRACKING_STATE] = callback.get_state(self)
@@ -607,6 +664,7 @@ class GRPO(Algorithm):
             self._prompts.set_state(state[PROMPT_STATE])
         if VERSION_STATE in state:
             self._weights_version = state[VERSION_STATE]
+        self._ahead = RolloutAhead.from_state(state[AHEAD_STATE]) if state.get(AHEAD_STATE) else None
         callback = tracking_callback(self)
         if callback is not None and TRACKING_STATE in state:
             callback.set_state(self, state[TRACKING_STATE])

@@ -49,7 +49,16 @@ class GRPOTorchLearner(GRPOLearner, TorchLearner):
         mask = batch[Columns.LOSS_MASK]
         logprobs = fwd_out[TOKEN_LOGPROBS]
         advantages = batch[ADVANTAGES].unsqueeze(-1)
-        log_ratio = logprobs - batch[OLD_LOGPROBS]
+        if config.importance_clip:
+            # Decoupled PPO: clip against the policy at the start of this update (the first
+            # forward of a 1-epoch, 1-minibatch update is exactly it), weight by the truncated
+            # ratio to the policy that sampled (stale by up to max_staleness versions).
+            proximal = logprobs.detach()
+            weight = torch.exp(proximal - batch[OLD_LOGPROBS]).clamp(max=config.importance_clip)
+            advantages = advantages * weight
+            log_ratio = logprobs - proximal
+        else:
+            log_ratio = logprobs - batch[OLD_LOGPROBS]
         ratio = torch.exp(log_ratio)
         clipped = torch.clamp(ratio, 1.0 - config.clip_eps_low, 1.0 + config.clip_eps_high)
         token_loss = torch.maximum(-advantages * ratio, -advantages * clipped)
