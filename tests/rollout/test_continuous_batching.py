@@ -5,6 +5,7 @@ mid-flight, without changing any request's tokens (the rest of the contract is i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
@@ -156,3 +157,43 @@ def test_stop_detection_on_multibyte_text_waits_for_whole_characters():
     detector = StopStringDetector(tok, ("3€",))
     hit = next(i for i in range(len(ids)) if detector.push(ids[i]))
     assert tok.decode(ids[: hit + 1]).endswith("3€")
+
+
+def _first_stop(engine, tokenizer, prompt, params):
+    """A two-character stop string from the model's own continuation of ``prompt``."""
+    (reference,) = engine.generate_batch([prompt], params)
+    ids = reference.token_ids
+    k = next(i for i in range(2, len(ids) - 1) if min(ids[i], ids[i + 1]) >= 2)
+    return tokenizer.decode(ids[k : k + 2])
+
+
+def test_a_trajectory_back_from_its_tool_call_prefills_only_its_new_tokens(engine, tokenizer):
+    prompt = tokenizer.encode("12+7=")
+    first = params(40, 11)
+    stop = _first_stop(engine, tokenizer, prompt, first)
+    (segment,) = engine.generate_batch([prompt], dataclasses.replace(first, stop=(stop,)))
+    assert segment.finish_reason == "stop"
+    back = prompt + segment.token_ids + tokenizer.encode("\n```output\n19\n```\n")
+    resumed_before = engine.stats.resumed
+    (continued,) = engine.generate_batch([back], params(30, 12))
+    assert engine.stats.resumed == resumed_before + 1 and len(engine._parked) == 0
+    # The same request on an engine with nothing parked: the same tokens and log-probs.
+    fresh = HFEngine(engine.model, tokenizer, max_batch_size=8)
+    try:
+        (again,) = fresh.generate_batch([back], params(30, 12))
+    finally:
+        fresh.shutdown()
+    assert fresh.stats.resumed == 0
+    assert continued.token_ids == again.token_ids
+    assert continued.logprobs == pytest.approx(again.logprobs, abs=1e-4)
+
+
+def test_parked_kv_is_not_reused_after_a_weight_change(engine, tokenizer):
+    prompt = tokenizer.encode("The answer is ")
+    first = params(40, 13)
+    stop = _first_stop(engine, tokenizer, prompt, first)
+    (segment,) = engine.generate_batch([prompt], dataclasses.replace(first, stop=(stop,)))
+    engine.load_weights(engine.model.state_dict())  # same values, new weights version
+    resumed_before = engine.stats.resumed
+    engine.generate_batch([prompt + segment.token_ids + tokenizer.encode("1\n")], params(5, 14))
+    assert engine.stats.resumed == resumed_before and len(engine._parked) == 0

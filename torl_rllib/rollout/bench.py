@@ -15,7 +15,7 @@ function of the code (``--sandbox nsjail`` runs the code in a real warm-jail poo
 It prints the rollout wall time of both, the ratio, the generator-busy fraction (time the
 engine had at least one runnable sequence / rollout time) and tokens per second; then, without
 tools and with greedy decoding (so both produce the very same tokens), our engine's tokens/s
-against plain ``model.generate`` on the same prompts and budget. ``--json`` prints one object
+against plain ``model.generate`` on the same prompts (all distinct) and budget. ``--json`` prints one object
 with ``speedup_vs_barrier``, ``generator_busy_fraction`` and ``tokens_per_s_vs_generate``.
 """
 
@@ -216,8 +216,9 @@ def main(argv=None) -> dict:
                                    "ids": [t.response_ids for t in trajs]})
                 log(f"  {mode:8s} run {repeat + 1}: {wall:6.2f} s, {tokens} tokens, busy {busy / wall:.0%}")
         same = sum(a == b for a, b in zip(runs["ours"][0]["ids"], runs["barrier"][0]["ids"]))
-        no_tool = [run_no_tool(engine, model, [p for p in prompts for _ in range(args.group)], args.budget,
-                               engine.pad_id, engine.eos_ids) for _ in range(args.repeats)]
+        distinct = load_prompts(tokenizer, Path(args.data), args.problems * args.group, args.template)
+        no_tool = [run_no_tool(engine, model, distinct, args.budget, engine.pad_id, engine.eos_ids)
+                   for _ in range(args.repeats)]
     finally:
         engine.shutdown()
         if sandbox is not None:

@@ -30,10 +30,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from torl_rllib.rollout.engine import GenerationOutput, RolloutEngine, SamplingParams
 from torl_rllib.rollout.sampling import sample_tokens, sequence_rng
+from torl_rllib.rollout.resume_cache import ParkedSequence, ResumeCache
 from torl_rllib.rollout.slot_cache import SlotStore
 from torl_rllib.rollout.stop_strings import StopStringDetector
 
@@ -67,6 +69,7 @@ class EngineStats:
     busy_s: float = 0.0  # wall time with at least one sequence runnable
     generated_tokens: int = 0
     prefills: int = 0
+    resumed: int = 0  # requests prefilled from the parked KV of their previous segment
     decode_steps: int = 0
 
 
@@ -96,6 +99,7 @@ class HFEngine(RolloutEngine):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # forward passes vs load_weights
+        self._parked = ResumeCache(capacity=2 * max_batch_size)  # KV of segments awaiting their tool call
         self._reset_batch()
 
     @staticmethod
@@ -184,33 +188,70 @@ class HFEngine(RolloutEngine):
         return self.model(**inputs, use_cache=True)
 
     def _admit(self, admitted: list[_Sequence]) -> None:
-        """Prefill the admitted prompts (left-padded among themselves) into free slots."""
-        device = next(self.model.parameters()).device
-        width = max(len(s.prompt_ids) for s in admitted)
-        ids = torch.full((len(admitted), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(admitted), width), dtype=torch.long)
-        for i, seq in enumerate(admitted):
-            ids[i, width - len(seq.prompt_ids):] = torch.tensor(seq.prompt_ids)
-            attn[i, width - len(seq.prompt_ids):] = 1
+        """Prefill the admitted requests into free slots: from their parked KV when they extend a
+        segment that stopped for a tool call, else from scratch."""
+        stamp = self._weights_stamp()
+        fresh, resumed = [], []
+        for seq in admitted:
             seq.rng = None if seq.params.greedy else sequence_rng(seq.params.seed)
             seq.stop = StopStringDetector(self.tokenizer, seq.params.stop) if seq.params.stop else None
-        ids, attn = ids.to(device), attn.to(device)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=ids, attention_mask=attn, position_ids=positions)
+            parked = self._parked.take(seq.prompt_ids, stamp)
+            (resumed.append((seq, parked)) if parked else fresh.append(seq))
+        if fresh:
+            self._prefill(fresh, [[] for _ in fresh], [s.prompt_ids for s in fresh])
+        if resumed:
+            self.stats.resumed += len(resumed)
+            self._prefill([s for s, _ in resumed], [p for _, p in resumed],
+                          [s.prompt_ids[len(p.ids):] for s, p in resumed])
+
+    def _prefill(self, seqs: list[_Sequence], prefixes: list, suffixes: list[list[int]]) -> None:
+        """One forward of ``suffixes`` (left-padded) after each row's parked prefix (left-padded
+        too; ``[]`` for none); the rows then join the batch. Identical requests (a GRPO group's
+        G samples start from one prompt) are computed once and copied."""
+        device = next(self.model.parameters()).device
+        distinct: dict[tuple, int] = {}
+        row_of = [distinct.setdefault((id(p) if p else None, tuple(s)), i) for i, (p, s) in enumerate(zip(prefixes, suffixes))]
+        computed = sorted(set(row_of))
+        expand = torch.tensor([computed.index(r) for r in row_of], device=device)
+        prefixes, suffixes = [prefixes[i] for i in computed], [suffixes[i] for i in computed]
+        n, width = len(computed), max(map(len, suffixes))
+        prefix_width = max((p.mask.shape[0] for p in prefixes if p), default=0)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long, device=device)
+        masks = torch.zeros((n, prefix_width + width), dtype=torch.long, device=device)
+        positions = torch.zeros((n, width), dtype=torch.long, device=device)
+        for i, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
+            done = int(prefix.mask.sum()) if prefix else 0  # tokens already in the prefix
+            ids[i, width - len(suffix):] = torch.tensor(suffix, device=device)
+            masks[i, prefix_width + width - len(suffix):] = 1
+            positions[i, width - len(suffix):] = torch.arange(done, done + len(suffix), device=device)
+            if prefix:
+                masks[i, prefix_width - prefix.mask.shape[0]:prefix_width] = prefix.mask
+        inputs = {}
+        if prefix_width:
+            inputs[self._cache_arg] = DynamicCache(ddp_cache_data=[
+                (_left_padded([p.kv[layer][0] if p else None for p in prefixes], prefix_width),
+                 _left_padded([p.kv[layer][1] if p else None for p in prefixes], prefix_width))
+                for layer in range(len(next(p for p in prefixes if p).kv))])
+        out = self._forward(input_ids=ids, attention_mask=masks, position_ids=positions, **inputs)
         self.stats.prefills += 1
-        slots = self._store.admit(_kv_layers(getattr(out, self._cache_arg)), [len(s.prompt_ids) for s in admitted])
+        layers = [(keys[expand], values[expand]) for keys, values in _kv_layers(getattr(out, self._cache_arg))]
+        masks, positions, logits = masks[expand], positions[expand], out.logits[expand, -1].float()
+        slots = self._store.admit(layers, masks)
         rows = self._store.slots
         if self._logits is None or self._logits.shape[0] < rows:  # the store added slots
             missing = rows - (0 if self._logits is None else self._logits.shape[0])
-            vocab = out.logits.shape[-1]
-            self._logits = _append_rows(self._logits, out.logits.new_zeros((missing, vocab), dtype=torch.float))
+            self._logits = _append_rows(self._logits, logits.new_zeros((missing, logits.shape[-1])))
             self._next_pos = _append_rows(self._next_pos, positions.new_zeros((missing, 1)))
             self._slots += [None] * missing
         index = torch.tensor(slots, device=device)
-        self._logits[index] = out.logits[:, -1].float()
+        self._logits[index] = logits
         self._next_pos[index] = positions[:, -1:] + 1
-        for slot, seq in zip(slots, admitted):
+        for slot, seq in zip(slots, seqs):
             self._slots[slot] = seq
+
+    def _weights_stamp(self) -> int:
+        """Changes whenever a parameter is modified in place or replaced (parked KV is then stale)."""
+        return hash(tuple((id(p), p._version) for p in self.model.parameters()))
 
     def _sample(self, live: list[int]) -> torch.Tensor:
         """One token per live row: argmax for greedy rows, else from the row's own stream."""
@@ -230,7 +271,8 @@ class HFEngine(RolloutEngine):
         return tokens
 
     def _record(self, live: list[int], tokens: torch.Tensor) -> None:
-        """Append each live row's token; resolve the finished ones now and free their slots."""
+        """Append each live row's token; resolve the finished ones now and free their slots
+        (parking the KV of those that stopped for a tool call)."""
         token_lp = self._logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
         for slot, token, lp in zip(live, tokens.tolist(), token_lp):
             seq = self._slots[slot]
@@ -246,6 +288,9 @@ class HFEngine(RolloutEngine):
                 if not seq.finish_reason:
                     continue
                 _settle(seq, GenerationOutput(seq.out_ids, seq.out_logprobs, seq.finish_reason))
+                if seq.finish_reason == "stop":  # it will be back after its tool call
+                    kv, mask = self._store.row(slot)
+                    self._parked.park(ParkedSequence(seq.prompt_ids + seq.out_ids[:-1], kv, mask), self._weights_stamp())
             self._slots[slot] = None
             self._store.release(slot)
         self.stats.generated_tokens += len(live)
@@ -304,6 +349,16 @@ def _settle(seq: _Sequence, outcome) -> None:
 
 def _append_rows(tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
     return rows if tensor is None else torch.cat([tensor, rows])
+
+
+def _left_padded(rows: list[torch.Tensor | None], width: int) -> torch.Tensor:
+    """``[heads, columns, dim]`` rows (None: nothing) → ``[n, heads, width, dim]``, right-aligned."""
+    like = next(r for r in rows if r is not None)
+    out = like.new_zeros((len(rows), like.shape[0], width, like.shape[2]))
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i, :, width - row.shape[1]:] = row
+    return out
 
 
 def _kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -76,32 +76,39 @@ class SlotStore:
             self._relayout(self.slots, width_needed=self.end - self.start, room_right=self.end - self.start)
 
     # ---- sequences joining and leaving -------------------------------------------------------
-    def admit(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]], lengths: list[int]) -> list[int]:
-        """Write prefilled rows (per layer ``[n, heads, width, dim]``, right-aligned, row j's last
-        ``lengths[j]`` columns real) into free slots, ending at column ``end``. Returns the slots."""
-        n, longest = len(lengths), max(lengths)
+    def admit(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]], row_masks: torch.Tensor) -> list[int]:
+        """Write prefilled rows (per layer ``[n, heads, width, dim]``; ``row_masks`` ``[n, width]``
+        marks each row's real columns, the last column real for every row) into free slots,
+        ending at column ``end``. Returns the slots."""
+        n, width = row_masks.shape
+        span = width - int(row_masks.any(dim=0).int().argmax())  # columns from the first real one
         if not self.keys:
-            self._allocate(layers_kv, slots=n, capacity=2 * longest + 16, end=longest)
+            self._allocate(layers_kv, slots=n, capacity=2 * span + 16, end=span)
         free = self.free_slots()
-        if len(free) < n or longest > self.end:
-            self._relayout(max(self.slots, len(self.live) - len(free) + n), width_needed=max(longest, self.end - self.start),
-                           room_right=longest + 16)
+        if len(free) < n or span > self.end:
+            self._relayout(max(self.slots, len(self.live) - len(free) + n), width_needed=max(span, self.end - self.start),
+                           room_right=span + 16)
             free = self.free_slots()
         slots = free[:n]
-        width = layers_kv[0][0].shape[2]
         index = torch.tensor(slots, device=self.mask.device)
+        columns = slice(self.end - span, self.end)
         for layer, (keys, values) in enumerate(layers_kv):
-            # Rows are right-aligned at `width` in the prefill; columns left of a row's real ones
-            # are padding there and are masked here.
-            span = min(width, self.end)
-            self.keys[layer][index, :, self.end - span : self.end] = keys[:, :, width - span :]
-            self.values[layer][index, :, self.end - span : self.end] = values[:, :, width - span :]
+            self.keys[layer][index, :, columns] = keys[:, :, width - span:]
+            self.values[layer][index, :, columns] = values[:, :, width - span:]
         self.mask[index] = 0
-        for slot, length in zip(slots, lengths):
-            self.mask[slot, self.end - length : self.end] = 1
-            self.first[slot], self.live[slot] = self.end - length, True
-        self.start = min(self.start, self.end - longest)
+        self.mask[index, columns] = row_masks[:, width - span:].to(self.mask.dtype)
+        firsts = (self.end - width + row_masks.int().argmax(dim=1)).tolist()  # each row's first real column
+        for slot, first in zip(slots, firsts):
+            self.first[slot], self.live[slot] = first, True
+        self.start = min(self.start, self.end - span)
         return slots
+
+    def row(self, slot: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """A copy of one slot's cache from its first real column to ``end``: per layer
+        ``(keys, values)`` ``[heads, columns, dim]``, and its mask ``[columns]``."""
+        columns = slice(self.first[slot], self.end)
+        kv = [(k[slot, :, columns].clone(), v[slot, :, columns].clone()) for k, v in zip(self.keys, self.values)]
+        return kv, self.mask[slot, columns].clone()
 
     def release(self, slot: int) -> None:
         self.live[slot] = False
