@@ -75,6 +75,27 @@ def test_a_runner_killed_mid_step_is_resampled_and_restarted(ray_cluster):
         algo.stop()
 
 
+def test_one_step_off_policy_survives_a_runner_killed_while_sampling_ahead(ray_cluster):
+    """max_staleness=1: the rollout of step t+1 runs on a driver thread during step t's update;
+    a runner killed then has its share sampled again by that thread, and the run goes on."""
+    algo = two_runner_config().training(max_staleness=1).build_algo()
+    try:
+        victim = runner_pids(algo)[2]
+        algo.train()  # step 1; step 2's rollout has started, ahead
+        os.kill(victim, signal.SIGKILL)
+        results = [algo.train()[RESULT_KEY]]
+        while not results[-1]["env_runner_restarts"] and len(results) < 10:
+            results.append(algo.train()[RESULT_KEY])
+        assert all(r["trajectories"] == 64 and r.get("failed_trajectory_fraction", 0) == 0 for r in results), results
+        assert all(r["weights_version_lag"] == 1 for r in results)
+        # Restarted between two steps (while no rollout runs) and given the current weights.
+        assert results[-1]["env_runner_restarts"] == 1, results
+        algo.train()
+        assert runner_pids(algo)[2] != victim and len(runner_pids(algo)) == 2
+    finally:
+        algo.stop()
+
+
 def test_no_runner_left_saves_the_last_step_and_exits_1(tmp_path):
     recipe = REPO / "experiments" / "tiny_cpu.yaml"
     args = [sys.executable, "-m", "torl_rllib.cli", "train", str(recipe), "run.steps=6", "run.checkpoint_every=0",

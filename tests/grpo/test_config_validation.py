@@ -29,8 +29,9 @@ def test_valid_config_passes(random_model_dir, arithmetic_jsonl):
 def test_all_problems_are_reported_at_once():
     config = (
         GRPOConfig()
-        .training(group_size=1, loss_agg_mode="mean", clip_eps_low=1.5, minibatches_per_step=64, prompts_per_step=2)
-        .rollout(rollout_engine="vllm", top_p=0.9, temperature=0.0, observation_style="verbose")
+        .training(group_size=1, loss_agg_mode="mean", clip_eps_low=1.5, minibatches_per_step=64, prompts_per_step=2,
+                  max_staleness=2, importance_clip=0.5)
+        .rollout(rollout_engine="vllm", top_p=0.9, temperature=0.0, observation_style="verbose", num_threads=0)
     )
     message = problems_of(config)
     expected = [
@@ -41,6 +42,9 @@ def test_all_problems_are_reported_at_once():
         "use top_p=1.0 and top_k=0 with rollout_engine='vllm'",
         "temperature must be > 0",
         "observation_style 'verbose' is not one of ['torl', 'full']",
+        "max_staleness must be 0 (on-policy) or 1 (one step off-policy), got 2",
+        "importance_clip must be null (off) or a number >= 1, got 0.5",
+        "num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got 0",
         "train_data is required",
         "the policy model is required (.rl_module(model_config={'path': ...}))",
     ]

@@ -126,3 +126,20 @@ def test_logged_clip_fraction_and_approx_kl_to_the_sampling_policy(learner):
     assert logged["approx_kl"] == pytest.approx(k3, rel=1e-6)
     assert logged["clip_fraction"] == pytest.approx(outside)
     assert logged["num_loss_tokens"] == len(ratios)
+
+
+def test_importance_clip_weights_each_token_by_its_truncated_ratio_to_the_sampler(learner):
+    """Decoupled PPO: the clip is taken against the policy at the start of the update (here the
+    forward itself: no token is clipped) and each token's gradient is weighted by
+    min(pi / pi_rollout, c) — the ratios of a stale rollout, truncated at c = 1.2."""
+    batch, fwd_out = hand_batch()
+    loss = loss_of(learner, batch, fwd_out, loss_agg_mode="token-mean", importance_clip=1.2)
+    weights = [[min(r, 1.2) for r in row] for row in RATIO]
+    expected = sum(-ADV[r] * weights[r][t] for r in range(2) for t in range(6) if MASK[r][t]) / 5
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    grad = fwd_out[TOKEN_LOGPROBS].grad
+    for r in range(2):
+        for t in range(6):
+            want = -ADV[r] * weights[r][t] / 5 if MASK[r][t] else 0.0
+            assert grad[r, t].item() == pytest.approx(want, abs=1e-7)

@@ -68,6 +68,8 @@ def grpo_evaluation_function(algorithm, eval_env_runner_group) -> tuple[dict, in
     ``eval/<benchmark>/<metric>``."""
     config = algorithm.config
     group = eval_env_runner_group or algorithm.env_runner_group
+    if group is algorithm.env_runner_group:
+        algorithm.finish_rollout_ahead()  # the training runners are free only after it
     # RLlib's own pre-evaluation sync is fire-and-forget and carries no weights version.
     algorithm.sync_weights_to(group)
     protocol = EvalProtocol(**config.evaluation_protocol)

@@ -418,7 +418,6 @@ class GRPO(Algorithm):
         self.last_export: tuple[int, Path] | None = None  # (iteration, directory)
         self._weights_version = 0
         self._env_runner_restarts = 0  # EnvRunners brought back after a failure, this session
-        self._resampled_shards = 0
         self.step_rewound = False
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
@@ -453,7 +452,7 @@ class GRPO(Algorithm):
         current, self._ahead = self._ahead or self._draw_rollout(), None
         try:
             with self.metrics.log_time((TIMERS, TIMER_ROLLOUT), reduce="mean", window=1):
-                episodes, rollouts = current.result(sample=self._sample)
+                episodes, rollouts, resampled = current.result(sample=self._sample)
             if any(r["stats"].get(f"failed/{SANDBOX_FAILED}") for r in rollouts):
                 check_sandbox_pools(self._sandbox_pools)  # restarting: fine; gone: stop the run
         except (RunCannotContinue, KeyboardInterrupt):
@@ -462,6 +461,9 @@ class GRPO(Algorithm):
             raise
         self.last_problem_ids = [p.id for p in current.problems]
         if self.config.max_staleness:
+            # The runners are idle until the next rollout starts: RLlib's per-step restore (which
+            # skips while a rollout runs ahead) happens here, then the sync.
+            self._restore_env_runners(self.env_runner_group)
             with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
                 weights = self._sync_weights()
             next_iteration = self.iteration + 1  # the seeds are those of the step it is sampled for
@@ -471,7 +473,7 @@ class GRPO(Algorithm):
             (self._weights_version - int(ep.get_extra_model_outputs(WEIGHTS_VERSION, 0)) for ep in episodes), default=0)
         summary["dataset_rows_skipped"] = self._num_skipped_rows
         summary["env_runner_restarts"] = self._env_runner_restarts
-        summary["resampled_shards"] = self._resampled_shards  # re-sampled after a runner failed
+        summary["resampled_shards"] = resampled  # re-sampled after a runner failed
         summary["healthy_env_runners"] = self.env_runner_group.num_healthy_remote_workers()
         self.metrics.log_dict(summary, key=ENV_RUNNER_RESULTS, window=1)
         self.metrics.log_value(
@@ -497,6 +499,12 @@ class GRPO(Algorithm):
             logger.warning("step %d: no trainable trajectory (all failed or filtered)", self.iteration)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
 
+    def finish_rollout_ahead(self) -> None:
+        """Wait for the rollout running ahead (``max_staleness=1``), if any; it is kept for the
+        next step. Anything else that needs the training EnvRunners calls this first."""
+        if self._ahead is not None:
+            self._ahead.wait()  # a failure surfaces in the next step, which rewinds its data
+
     def _draw_rollout(self) -> RolloutAhead:
         """The next step's problems, drawn now (with the data position to rewind to)."""
         position = self._prompts.get_state()
@@ -507,21 +515,21 @@ class GRPO(Algorithm):
         learners = getattr(self.learner_group, "_workers", None) or []
         return not learners or exc.actor_id in {w._actor_id.hex() for w in learners}
 
-    def _sample(self, problems: list, iteration: int | None = None, weights: tuple | None = None) -> tuple[list, list[dict]]:
+    def _sample(self, problems: list, iteration: int | None = None, weights: tuple | None = None) -> tuple[list, list[dict], int]:
         """Split the step's problems over the EnvRunners; each samples its groups. A runner that
         dies mid-step has its share sampled again, with the same seeds, by another runner or by
         itself once restarted (``restart_failed_env_runners``) and given ``weights`` ((ref,
         version) the step samples with; default: the learner's), so the step's data is what it
-        would have been; with no runner left and none restorable, ``EnvRunnersLost``."""
+        would have been; with no runner left and none restorable, ``EnvRunnersLost``. Returns
+        (episodes, each runner's rollout statistics, number of shards sampled again)."""
         runners = max(1, len(self.env_runner_group.healthy_env_runner_ids()))
         shards = [s for s in np.array_split(np.arange(len(problems)), runners) if len(s)]
         iteration = self.iteration if iteration is None else iteration
         calls = [{"problems": [problems[i] for i in s], "iteration": iteration} for s in shards]
         results, reissued = call_in_shards(self.env_runner_group, "sample_groups", calls,
                                            restore=lambda: self.wait_for_env_runners(self.env_runner_group, weights))
-        self._resampled_shards = reissued
         episodes = [ep for eps, _ in results for ep in eps]
-        return episodes, [rollout for _, rollout in results]
+        return episodes, [rollout for _, rollout in results], reissued
 
     def wait_for_env_runners(self, group, weights: tuple | None = None) -> list[int]:
         """With no healthy runner left: wait for Ray to restart failed ones (while restarts are
@@ -651,7 +659,10 @@ class GRPO(Algorithm):
         state[PROMPT_STATE] = self._prompts.get_state()
         state[VERSION_STATE] = self._weights_version
         if self._ahead is not None:  # waits for the rollout in flight and records it
-            state[AHEAD_STATE] = self._ahead.get_state()
+            try:
+                state[AHEAD_STATE] = self._ahead.get_state()
+            except Exception:  # it failed: the checkpoint's data position redoes its problems
+                state[PROMPT_STATE] = self._ahead.data_position
         callback = tracking_callback(self)
         if callback is not None:
             state[TRACKING_STATE] = callback.get_state(self)

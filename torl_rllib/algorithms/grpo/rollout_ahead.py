@@ -28,7 +28,7 @@ class RolloutAhead:
         self._thread: threading.Thread | None = None
 
     def start(self, sample: Callable[[list], tuple]) -> "RolloutAhead":
-        """Sample on a background thread (``sample(problems) -> (episodes, rollouts)``)."""
+        """Sample on a background thread (``sample(problems) -> (episodes, rollouts, resampled shards)``)."""
         self._thread = threading.Thread(target=self._run, args=(sample,), name="rollout-ahead", daemon=True)
         self._thread.start()
         return self
@@ -43,13 +43,17 @@ class RolloutAhead:
         except BaseException as exc:  # re-raised in the driver's thread by result()
             self._error = exc
 
+    def wait(self) -> None:
+        """Wait for the background thread (its outcome, result or error, is kept for ``result``)."""
+        while self.running:
+            self._thread.join(timeout=0.2)  # short waits: an interrupt of the driver is seen at once
+
     def result(self, sample: Callable[[list], tuple] | None = None) -> tuple:
-        """(episodes, rollouts): waits for the background thread, or samples now with ``sample``
+        """(episodes, rollouts, resampled shards): waits for the background thread, or samples now with ``sample``
         when none was started; raises what the sampling raised."""
         if self._thread is None and self._result is None:
             self._result = sample(self.problems)
-        while self.running:
-            self._thread.join(timeout=0.2)  # short waits: an interrupt of the driver is seen at once
+        self.wait()
         if self._error is not None:
             raise self._error
         return self._result
