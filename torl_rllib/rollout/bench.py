@@ -9,8 +9,10 @@ Runs the same trajectories (same prompts, seeds, engine and tool results) two wa
 
 Tool calls get a latency drawn from a skewed distribution (by default 20 % of the calls take
 0.2-1 s, the rest 2-10 ms, as the interpreter's real mix of quick prints and slow sympy runs),
-the same for a given (trajectory, call) in both modes. The tool output itself is a fixed
-function of the code (``--sandbox nsjail`` runs the code in a real warm-jail pool instead).
+the same for a given (trajectory, call) in both modes, and each occupies one of ``--jails``
+interpreters for that long (a sandbox pool runs one snippet per jail at a time; calls beyond
+that queue, as in ``SandboxPool``). The tool output itself is a fixed function of the code
+(``--sandbox nsjail`` runs the code in a real warm-jail pool of that many jails instead).
 
 It prints the rollout wall time of both, the ratio, the generator-busy fraction (time the
 engine had at least one runnable sequence / rollout time) and tokens per second; then, without
@@ -114,10 +116,12 @@ def load_prompts(tokenizer, data: Path, n: int, template: str) -> list[list[int]
             for p in problems]
 
 
-def run_tool_rollout(engine, tokenizer, prompts, group, loop_config, latency, seed, sandbox, barrier: bool):
+def run_tool_rollout(engine, tokenizer, prompts, group, loop_config, latency, seed, sandbox, barrier: bool,
+                     jails: int = 8):
     """All ``len(prompts) * group`` trajectories → (wall s, engine busy s, model tokens, trajectories)."""
 
     async def rollout():
+        interpreters = asyncio.Semaphore(jails)
         trajectories = [(i, prompt) for i, prompt in enumerate(p for p in prompts for _ in range(group))]
         phases = PhaseBarrier(len(trajectories)) if barrier else None
         gen = _RoundEngine(engine, phases) if barrier else engine
@@ -130,8 +134,9 @@ def run_tool_rollout(engine, tokenizer, prompts, group, loop_config, latency, se
                 nonlocal calls
                 calls += 1
                 delay = latency.of(seed, index, calls)
-                result = await asyncio.to_thread(sandbox.execute, code) if sandbox else _StubResult(code)
-                await asyncio.sleep(max(0.0, delay - getattr(result, "duration_s", 0.0)))
+                async with interpreters:
+                    result = await asyncio.to_thread(sandbox.execute, code) if sandbox else _StubResult(code)
+                    await asyncio.sleep(max(0.0, delay - getattr(result, "duration_s", 0.0)))
                 return result
 
             try:
@@ -180,6 +185,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-tool-calls", type=int, default=2, help="C")
     parser.add_argument("--budget", type=int, default=160, help="response tokens per trajectory")
     parser.add_argument("--slow-fraction", type=float, default=0.2)
+    parser.add_argument("--jails", type=int, default=8, help="interpreters running snippets at once")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each mode; medians reported")
     parser.add_argument("--sandbox", choices=["stub", "nsjail"], default="stub",
                         help="stub: a fixed output per code; nsjail: run the code in a warm-jail pool")
@@ -202,7 +208,7 @@ def main(argv=None) -> dict:
     if args.sandbox == "nsjail":
         from sandbox import SandboxConfig, WarmJailPool
 
-        sandbox = WarmJailPool(SandboxConfig(jails=4)).__enter__()
+        sandbox = WarmJailPool(SandboxConfig(jails=args.jails)).__enter__()
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     try:
         engine.generate_batch(prompts[:4], SamplingParams(max_new_tokens=16, seed=0))  # warm-up
@@ -210,7 +216,8 @@ def main(argv=None) -> dict:
         for repeat in range(args.repeats):
             for mode in ("barrier", "ours") if repeat % 2 else ("ours", "barrier"):
                 wall, busy, tokens, trajs = run_tool_rollout(
-                    engine, tokenizer, prompts, args.group, loop_config, latency, args.seed, sandbox, mode == "barrier")
+                    engine, tokenizer, prompts, args.group, loop_config, latency, args.seed, sandbox, mode == "barrier",
+                    args.jails)
                 runs[mode].append({"wall_s": wall, "busy_s": busy, "tokens": tokens,
                                    "tool_calls": sum(len(t.tool_calls) for t in trajs),
                                    "ids": [t.response_ids for t in trajs]})
@@ -233,6 +240,7 @@ def main(argv=None) -> dict:
     report = {
         "trajectories": args.problems * args.group,
         "max_tool_calls": args.max_tool_calls,
+        "jails": args.jails,
         "tool_calls": runs["ours"][0]["tool_calls"],
         "identical_trajectories": same,
         "ours_rollout_s": ours_wall,
@@ -253,7 +261,7 @@ def main(argv=None) -> dict:
         print(json.dumps(report))
     else:
         print(f"{report['trajectories']} trajectories, C={args.max_tool_calls}, {report['tool_calls']} tool calls "
-              f"({args.slow_fraction:.0%} slow), {same}/{report['trajectories']} identical in both modes")
+              f"({args.slow_fraction:.0%} slow, {args.jails} jails), {same}/{report['trajectories']} identical in both modes")
         print(f"rollout wall   ours {ours_wall:6.2f} s   barrier {barrier_wall:6.2f} s   "
               f"speedup {report['speedup_vs_barrier']:.2f}x")
         print(f"generator busy ours {report['generator_busy_fraction']:6.1%}   "
