@@ -196,7 +196,10 @@ class HFEngine(RolloutEngine):
             seq.rng = None if seq.params.greedy else sequence_rng(seq.params.seed)
             seq.stop = StopStringDetector(self.tokenizer, seq.params.stop) if seq.params.stop else None
             parked = self._parked.take(seq.prompt_ids, stamp)
-            (resumed.append((seq, parked)) if parked else fresh.append(seq))
+            if parked:
+                resumed.append((seq, parked))
+            else:
+                fresh.append(seq)
         if fresh:
             self._prefill(fresh, [[] for _ in fresh], [s.prompt_ids for s in fresh])
         if resumed:
@@ -212,7 +215,8 @@ class HFEngine(RolloutEngine):
         distinct: dict[tuple, int] = {}
         row_of = [distinct.setdefault((id(p) if p else None, tuple(s)), i) for i, (p, s) in enumerate(zip(prefixes, suffixes))]
         computed = sorted(set(row_of))
-        expand = torch.tensor([computed.index(r) for r in row_of], device=device)
+        order = {row: k for k, row in enumerate(computed)}
+        expand = torch.tensor([order[row] for row in row_of], device=device)
         prefixes, suffixes = [prefixes[i] for i in computed], [suffixes[i] for i in computed]
         n, width = len(computed), max(map(len, suffixes))
         prefix_width = max((p.mask.shape[0] for p in prefixes if p), default=0)
