@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from tests.conftest import REPO
+from tests.faults.conftest import mark_sampling, when_marked
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def node_of(handle) -> str:
     return ray.get(handle.__ray_call__.remote(lambda actor: ray.get_runtime_context().get_node_id()))
 
 
-def test_one_pool_per_node_and_a_node_lost_mid_step(two_nodes):
+def test_one_pool_per_node_and_a_node_lost_mid_step(two_nodes, tmp_path):
     import ray
 
     from torl_rllib.recipe import load_recipe
@@ -62,8 +63,12 @@ def test_one_pool_per_node_and_a_node_lost_mid_step(two_nodes):
         first = algo.train()[RESULT_KEY]
         assert first["trajectories"] == 64 and first["healthy_env_runners"] == 2
 
-        remover = threading.Timer(1.0, cluster.remove_node, (worker,))  # while the step samples
-        remover.start()
+        ids = algo.env_runner_group.healthy_env_runner_ids()
+        runner_nodes = algo.env_runner_group.foreach_env_runner(
+            lambda r: ray.get_runtime_context().get_node_id(), remote_worker_ids=ids, local_env_runner=False)
+        mark_sampling(algo, ids[runner_nodes.index(worker.node_id)], tmp_path / "sampling")
+        remover = threading.Thread(target=when_marked, args=(tmp_path / "sampling", lambda: cluster.remove_node(worker)))
+        remover.start()  # while the step samples
         hit = algo.train()[RESULT_KEY]
         remover.join()
         assert hit["trajectories"] == 64 and hit.get("failed_trajectory_fraction", 0) == 0, hit

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, TINY_BASE_MODEL, TINY_TRAIN_DATA
+from tests.faults.conftest import mark_sampling, when_marked
 from tests.grpo.conftest import grpo_config
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
@@ -41,7 +42,7 @@ def runner_pids(algo) -> dict[int, int]:
     return dict(zip(ids, pids))
 
 
-def test_a_runner_killed_mid_step_is_resampled_and_restarted(ray_cluster):
+def test_a_runner_killed_mid_step_is_resampled_and_restarted(ray_cluster, tmp_path):
     reference = two_runner_config().build_algo()
     try:
         expected = [reference.train()[RESULT_KEY]]
@@ -51,8 +52,9 @@ def test_a_runner_killed_mid_step_is_resampled_and_restarted(ray_cluster):
     algo = two_runner_config().build_algo()
     try:
         victim = runner_pids(algo)[2]
-        killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))  # while the step samples
-        killer.start()
+        mark_sampling(algo, 2, tmp_path / "sampling")
+        killer = threading.Thread(target=when_marked, args=(tmp_path / "sampling", lambda: os.kill(victim, signal.SIGKILL)))
+        killer.start()  # while the step samples
         first = algo.train()[RESULT_KEY]
         killer.join()
         assert first["resampled_shards"] == 1, first
@@ -132,12 +134,19 @@ def tiny_algo(*overrides):
     return recipe.build_config().build_algo()
 
 
-def kill_pool_during_next_step(algo, delay_s=1.0) -> dict:
+def kill_pool_during_next_step(algo) -> dict:
+    """SIGKILL this run's pool as soon as its jails run the step's 2 s snippets."""
     import ray
 
     (pool,) = algo._sandbox_pools.values()
     pid = ray.get(pool.__ray_call__.remote(lambda actor: os.getpid()))  # this run's pool, not another's
-    killer = threading.Timer(delay_s, os.kill, (pid, signal.SIGKILL))
+
+    def kill_when_busy():
+        while not ray.get(pool.metrics.remote())["busy_jails"]:
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
     killer.start()
     try:
         return algo.train()[RESULT_KEY]
