@@ -12,7 +12,8 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
     rollout:   GRPOConfig.rollout(...)
     sandbox:   sandbox.SandboxConfig fields
     resources: {num_env_runners, num_cpus_per_env_runner, num_gpus_per_env_runner,
-                num_learners, num_cpus_per_learner, num_gpus_per_learner}
+                num_learners, num_cpus_per_learner, num_gpus_per_learner,
+                learner_strategy: ddp | fsdp, fsdp: {param_dtype, reduce_dtype, cpu_offload}}
     run:       {steps, checkpoint_every, output_dir, export_final}
     tracking:  torl_rllib.tracking.TrackingConfig fields
     evaluation: {interval, benchmarks, benchmarks_dir, num_env_runners, protocol}
@@ -46,7 +47,7 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")
 RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_gpus_per_env_runner": float, "num_learners": int,
                  "num_cpus_per_learner": float, "num_gpus_per_learner": float,
-                 "num_cpus_for_main_process": float}
+                 "num_cpus_for_main_process": float, "learner_strategy": str, "fsdp": dict}
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
              "resources", "run", "tracking", "evaluation", "fault_tolerance")

@@ -3,7 +3,7 @@
     straight MODEL DATA OUT --steps 7 --save-at 2 5   train 7 steps, checkpoint after steps 2 and 5
     resume   MODEL DATA OUT --steps 7 --from CKPT      Algorithm.from_checkpoint(CKPT), train to step 7
 
-``--max-staleness 1`` trains one step off-policy. Writes OUT (torch.save): final weights,
+``--max-staleness 1`` trains one step off-policy; ``--learner-strategy fsdp`` on 2 FSDP2 Learners. Writes OUT (torch.save): final weights,
 optimizer state, problem ids sampled at each step, each step's weights-version lag.
 """
 
@@ -14,18 +14,18 @@ import argparse
 import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
 
 from torl_rllib.algorithms.grpo import GRPOConfig
 
 
-def build_config(model: str, data: str, max_staleness: int = 0) -> GRPOConfig:
+def build_config(model: str, data: str, max_staleness: int = 0, learner_strategy: str | None = None) -> GRPOConfig:
     """20 problems, 4 per step: an epoch is exactly 5 steps.
 
     A random model earns the same reward on every sample (all advantages 0), so a small
     entropy bonus makes sure every update really changes the weights and optimizer state.
     """
-    return (
+    config = (
         GRPOConfig()
         .debugging(seed=7)
         .rl_module(model_config={"path": model})
@@ -35,6 +35,10 @@ def build_config(model: str, data: str, max_staleness: int = 0) -> GRPOConfig:
         .task(train_data=data)
         .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
     )
+    if learner_strategy:
+        config.learners(num_learners=2, num_cpus_per_learner=0.5, learner_strategy=learner_strategy,
+                        fsdp={"param_dtype": "float32"})
+    return config
 
 
 def main() -> None:
@@ -48,11 +52,12 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--from", dest="from_checkpoint")
     parser.add_argument("--max-staleness", type=int, default=0)
+    parser.add_argument("--learner-strategy", choices=["ddp", "fsdp"])
     args = parser.parse_args()
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     if args.mode == "straight":
-        algo = build_config(args.model, args.data, args.max_staleness).build_algo()
+        algo = build_config(args.model, args.data, args.max_staleness, args.learner_strategy).build_algo()
     else:
         algo = Algorithm.from_checkpoint(args.from_checkpoint)
     prompts, lags = {}, {}
@@ -62,7 +67,7 @@ def main() -> None:
         lags[algo.iteration] = result["torl"]["weights_version_lag"]
         if algo.iteration in args.save_at:
             algo.save_to_path(f"{args.checkpoint_dir}/step_{algo.iteration}")
-    learner_state = algo.learner_group.get_state()["learner"]
+    learner_state = algo.get_state(components=COMPONENT_LEARNER_GROUP)[COMPONENT_LEARNER_GROUP][COMPONENT_LEARNER]
     torch.save(
         {
             "weights": algo.learner_group.get_weights()[DEFAULT_MODULE_ID],

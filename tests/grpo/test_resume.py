@@ -68,14 +68,14 @@ def straight_off_policy(tmp_path_factory, random_model_dir, arithmetic_jsonl):
     return root, torch.load(out, weights_only=False)
 
 
-def _resume_and_compare(root, reference, saved_at, random_model_dir, arithmetic_jsonl):
+def _resume_and_compare(root, reference, saved_at, random_model_dir, arithmetic_jsonl, steps=TOTAL_STEPS):
     out = root / f"resumed_{saved_at}.pt"
-    _run("resume", random_model_dir, arithmetic_jsonl, out, "--steps", TOTAL_STEPS,
+    _run("resume", random_model_dir, arithmetic_jsonl, out, "--steps", steps,
          "--from", root / "ckpt" / f"step_{saved_at}")
     resumed = torch.load(out, weights_only=False)
 
-    assert resumed["iteration"] == TOTAL_STEPS
-    assert sorted(resumed["prompts"]) == list(range(saved_at + 1, TOTAL_STEPS + 1)), "resume ran the wrong steps"
+    assert resumed["iteration"] == steps
+    assert sorted(resumed["prompts"]) == list(range(saved_at + 1, steps + 1)), "resume ran the wrong steps"
     for step, ids in resumed["prompts"].items():
         assert ids == reference["prompts"][step], f"step {step} sampled other prompts after the resume"
     _assert_same(resumed["weights"], reference["weights"], "weights")
@@ -98,6 +98,17 @@ def test_one_step_off_policy_lags_one_version_and_resumes_exactly(straight_off_p
     assert reference["lags"] == {1: 0, **{step: 1 for step in range(2, TOTAL_STEPS + 1)}}
     resumed = _resume_and_compare(root, reference, SAVE_POINTS[0], random_model_dir, arithmetic_jsonl)
     assert resumed["lags"] == {step: 1 for step in range(SAVE_POINTS[0] + 1, TOTAL_STEPS + 1)}
+
+
+def test_fsdp_learners_resume_exactly_in_a_fresh_process(tmp_path, random_model_dir, arithmetic_jsonl):
+    """2 FSDP2 Learners (gloo): the checkpoint holds the gathered state, a fresh process
+    shards it again and continues exactly as the uninterrupted run."""
+    out = tmp_path / "straight.pt"
+    _run("straight", random_model_dir, arithmetic_jsonl, out, "--steps", 4, "--save-at", 2,
+         "--checkpoint-dir", tmp_path / "ckpt", "--learner-strategy", "fsdp")
+    reference = torch.load(out, weights_only=False)
+    assert reference["optimizer"], "the FSDP checkpoint state has no optimizer state"
+    _resume_and_compare(tmp_path, reference, 2, random_model_dir, arithmetic_jsonl, steps=4)
 
 
 def test_training_changes_the_weights(straight, random_model_dir):

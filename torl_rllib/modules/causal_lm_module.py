@@ -22,6 +22,8 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch.utils.checkpoint import checkpoint
 
+from torl_rllib.core.learner.torch.fsdp import is_sharded, shard_like, unsharded
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Batch columns the learner connector builds and the module reads.
@@ -137,8 +139,8 @@ class CausalLMModule(TorchRLModule):
     def _forward_train(self, batch, **kwargs):
         out = self._response_logprobs(batch)
         if self.ref_model is not None:
-            with torch.no_grad():
-                out[REF_LOGPROBS] = self._response_logprobs(batch, self.ref_model)[TOKEN_LOGPROBS]
+            with torch.no_grad(), unsharded(self.ref_model) as reference:
+                out[REF_LOGPROBS] = self._response_logprobs(batch, reference)[TOKEN_LOGPROBS]
         return out
 
     # RLlib's default state handling converts to numpy, which rejects bfloat16: keep tensors.
@@ -146,8 +148,10 @@ class CausalLMModule(TorchRLModule):
     # The reference model is rebuilt from ``path``, never checkpointed or synced.
     @override(TorchRLModule)
     def get_state(self, components=None, *, not_components=None, inference_only=False, **kwargs):
+        # Sharded (FSDP) weights stay sharded: the Learner gathers them, all ranks together.
         return {
-            k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith(REF_PREFIX)
+            k: v.detach() if is_sharded(v) else v.detach().cpu()
+            for k, v in self.state_dict().items() if not k.startswith(REF_PREFIX)
         }
 
     @override(TorchRLModule)
@@ -157,7 +161,7 @@ class CausalLMModule(TorchRLModule):
         if unknown:
             raise KeyError(f"state has weights this module does not: {sorted(unknown)[:5]}")
         result = self.load_state_dict(
-            {k: torch.as_tensor(v).to(own[k].dtype) for k, v in state.items()}, strict=False
+            {k: shard_like(torch.as_tensor(v).to(own[k].dtype), own[k]) for k, v in state.items()}, strict=False
         )
         missing = [k for k in result.missing_keys if not k.startswith(REF_PREFIX)]
         if missing:

@@ -23,7 +23,7 @@ import numpy as np
 import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
@@ -43,6 +43,7 @@ from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_ahead import RolloutAhead
 from torl_rllib.algorithms.grpo.rollout_metrics import VERSION_LAG, summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
+from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.tool_loop import SANDBOX_FAILED
 from torl_rllib.tracking import TrackingConfig
@@ -58,7 +59,9 @@ TRACKING_STATE = "grpo_tracking"
 AHEAD_STATE = "grpo_rollout_ahead"  # max_staleness=1: the next step's rollout, sampled already
 RESOURCE_KEYS = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
                  "num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
-                 "num_cpus_for_main_process")
+                 "num_cpus_for_main_process", "learner_strategy", "fsdp")
+LEARNER_STRATEGIES = ("ddp", "fsdp")
+FSDP_KEYS = {"param_dtype": "bfloat16", "reduce_dtype": "float32", "cpu_offload": False}
 # Timers (seconds, logged with window=1: the value of this step, not an EMA).
 TIMER_ROLLOUT = "rollout"
 TIMER_LEARN = "learner_update"
@@ -128,6 +131,9 @@ class GRPOConfig(AlgorithmConfig):
         self.evaluation_benchmarks: list = []
         self.evaluation_protocol: dict[str, Any] = {}  # EvalProtocol fields; {} = greedy
         self.benchmarks_dir: str | None = None
+        # .learners(): how the Learners hold the model
+        self.learner_strategy = "ddp"  # "fsdp": FSDP2-sharded (ShardedTorchLearner)
+        self.fsdp: dict[str, Any] = {}  # FSDP_KEYS overrides
 
     # ---- builder sections ------------------------------------------------------------------
     @override(AlgorithmConfig)
@@ -205,6 +211,29 @@ class GRPOConfig(AlgorithmConfig):
         """
         self._set(locals())
         return self
+
+    @override(AlgorithmConfig)
+    def learners(self, *, learner_strategy=NotProvided, fsdp=NotProvided, **kwargs) -> "GRPOConfig":
+        """RLlib's Learner settings (``num_learners``, ``num_gpus_per_learner``, ...) plus how
+        the Learners hold the model.
+
+        Args:
+            learner_strategy: ``ddp`` (RLlib's: full weights, gradients and optimizer state on
+                every Learner) or ``fsdp`` (FSDP2: each of them sharded over the Learners; needs
+                ``num_learners >= 1``, a process group).
+            fsdp: ``param_dtype`` (compute dtype of the gathered weights, default bfloat16),
+                ``reduce_dtype`` (gradient reduction, default float32), ``cpu_offload`` (keep the
+                shards, gradients and optimizer state in CPU memory, default False).
+        """
+        super().learners(**kwargs)
+        self._set(locals(), exclude=("kwargs",))
+        return self
+
+    def fsdp_policy(self) -> dict[str, Any]:
+        """``shard_causal_lm_module`` keyword arguments from ``fsdp``."""
+        settings = {**FSDP_KEYS, **self.fsdp}
+        return {"param_dtype": DTYPES[settings["param_dtype"]], "reduce_dtype": DTYPES[settings["reduce_dtype"]],
+                "cpu_offload": bool(settings["cpu_offload"])}
 
     def sandbox(self, **sandbox_config) -> "GRPOConfig":
         """``sandbox.SandboxConfig`` fields of the interpreter pool (one per node)."""
@@ -347,6 +376,15 @@ class GRPOConfig(AlgorithmConfig):
         check(bool((self._model_config or {}).get("path")),
               "the policy model is required (.rl_module(model_config={'path': ...}))")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.learner_strategy in LEARNER_STRATEGIES,
+              f"learner_strategy {self.learner_strategy!r} is not one of {list(LEARNER_STRATEGIES)}")
+        check(self.learner_strategy != "fsdp" or self.num_learners >= 1,
+              "learner_strategy 'fsdp' shards over the Learners' process group: set num_learners >= 1")
+        unknown = sorted(set(self.fsdp) - set(FSDP_KEYS))
+        check(not unknown, f"fsdp has unknown keys {unknown}; valid: {sorted(FSDP_KEYS)}")
+        for key in ("param_dtype", "reduce_dtype"):
+            check(self.fsdp.get(key, FSDP_KEYS[key]) in DTYPES,
+                  f"fsdp.{key} {self.fsdp.get(key)!r} is not one of {sorted(DTYPES)}")
         try:
             TrackingConfig(**self.tracking_config)
         except (TypeError, ValueError) as exc:
@@ -634,6 +672,7 @@ class GRPO(Algorithm):
     def save_to_path(self, path=None, *args, **kwargs) -> str:
         """RLlib's save, made atomic: written to ``PATH.partial`` and renamed, so a crash or a
         kill mid-save never leaves a half checkpoint under ``path``."""
+        self._gather_sharded_learner_state()
         if path is None:
             path = super().save_to_path(None, *args, **kwargs)
         else:
@@ -653,8 +692,18 @@ class GRPO(Algorithm):
             callback.on_checkpoint_saved(algorithm=self, path=str(path))
         return path
 
+    def _gather_sharded_learner_state(self) -> None:
+        """FSDP: RLlib reads a LearnerGroup's state from its first Learner alone, so every
+        Learner first gathers its optimizer shards there (``ShardedTorchLearner``)."""
+        if self.config.learner_strategy == "fsdp":
+            for result in self.learner_group.foreach_learner(lambda learner: learner.gather_optimizer_state()):
+                if not result.ok:
+                    raise result.get()
+
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs):
+        if self._check_component(COMPONENT_LEARNER_GROUP, components, not_components):
+            self._gather_sharded_learner_state()
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[PROMPT_STATE] = self._prompts.get_state()
         state[VERSION_STATE] = self._weights_version

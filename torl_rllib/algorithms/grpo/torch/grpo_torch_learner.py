@@ -14,6 +14,7 @@ from torl_rllib.algorithms.grpo.grpo_learner import (
     APPROX_KL_KEY, CLIP_FRACTION_KEY, LOSS_AGG_MODES, NUM_LOSS_TOKENS_KEY, REF_KL_KEY, GRPOLearner,
 )
 from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
+from torl_rllib.core.learner.torch.sharded_torch_learner import ShardedTorchLearner
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
 
 
@@ -40,7 +41,7 @@ def aggregate_loss(
     raise ValueError(f"unknown loss_agg_mode {mode!r}; choose one of {LOSS_AGG_MODES}")
 
 
-class GRPOTorchLearner(GRPOLearner, TorchLearner):
+class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
     """Clipped policy-gradient loss (clip-higher), optional k3 KL to a reference model and
     entropy bonus, aggregated per ``loss_agg_mode`` over the global mini-batch."""
 
@@ -95,27 +96,7 @@ class GRPOTorchLearner(GRPOLearner, TorchLearner):
         return loss
 
     @override(TorchLearner)
-    def _get_optimizer_state(self):
-        # RLlib converts to numpy, which rejects bfloat16 state: keep torch tensors (on CPU).
-        return {
-            name: {
-                "module_id": self._optimizer_name_to_module[name],
-                "state": _to_cpu(optim.state_dict()),
-            }
-            for name, optim in self._named_optimizers.items()
-        }
-
-    @override(TorchLearner)
     def get_parameters(self, module):
         # Only trainable weights reach the optimizer (never the frozen reference model).
         return [p for p in module.parameters() if p.requires_grad]
 
-
-def _to_cpu(tree):
-    if torch.is_tensor(tree):
-        return tree.detach().cpu().clone()
-    if isinstance(tree, dict):
-        return {k: _to_cpu(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_cpu(v) for v in tree)
-    return tree

@@ -1,0 +1,1 @@
+"""Learner extensions (mirrors ``ray.rllib.core.learner``)."""

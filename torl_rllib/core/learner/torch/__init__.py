@@ -1,0 +1,1 @@
+"""Torch Learner extensions: FSDP2-sharded Learners."""
