@@ -8,7 +8,10 @@ from typing import Any, Mapping
 
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
-MODEL_PREFIX = "model."  # CausalLMModule keeps the HF model under this attribute
+from torl_rllib.modules.causal_lm_module import MODEL_PREFIX
+
+
+ADAPTER_DIR = "adapter"  # LoRA runs: OUT/adapter holds the adapter alone (PeftModel.from_pretrained)
 
 
 def module_checkpoint_dir(checkpoint: Path) -> Path:
@@ -27,7 +30,8 @@ def _write_hf_model(model, tokenizer_source: str, out_dir: str | Path) -> Path:
 
 
 def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write the checkpoint's policy to ``out_dir`` so ``AutoModelForCausalLM.from_pretrained`` loads it."""
+    """Write the checkpoint's policy to ``out_dir`` so ``AutoModelForCausalLM.from_pretrained`` loads it
+    (merged with its LoRA adapter, which is also written alone to ``out_dir/adapter``)."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module_dir = module_checkpoint_dir(Path(checkpoint))
@@ -36,7 +40,11 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
             f"{checkpoint} is not a torl-rllib checkpoint (no {module_dir.relative_to(Path(checkpoint))})"
         )
     module = RLModule.from_checkpoint(str(module_dir))
-    return _write_hf_model(module.model, module.model_config["path"], out_dir)
+    model = module.model
+    if module.lora:  # the adapter alone (PEFT's format), then the merged model
+        model.save_pretrained(Path(out_dir) / ADAPTER_DIR)
+        model = model.merge_and_unload()
+    return _write_hf_model(model, module.model_config["path"], out_dir)
 
 
 def export_weights(weights: Mapping[str, Any], model_config: Mapping[str, Any], out_dir: str | Path) -> Path:

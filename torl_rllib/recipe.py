@@ -5,7 +5,8 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
 
     name: tiny_cpu            # MLflow run name
     seed: 0
-    model:     {path, dtype, gradient_checkpointing, trust_remote_code, logits_chunk_size}
+    model:     {path, dtype, gradient_checkpointing, trust_remote_code, logits_chunk_size,
+                lora: {r, alpha, dropout, target_modules}}
     data:      {train: PATH | {path, format, problem_field, ...}, template}
     reward:    {correct, incorrect, truncation_penalty, ...}
     training:  GRPOConfig.training(...)   (GRPO + lr, grad_clip, num_epochs)
@@ -42,7 +43,7 @@ __all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_overrid
            "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "set_override", "section_schemas"]
 
 MODEL_KEYS = {"path": str, "dtype": str, "gradient_checkpointing": bool,
-              "trust_remote_code": bool, "logits_chunk_size": int}
+              "trust_remote_code": bool, "logits_chunk_size": int, "lora": dict}
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_gpus_per_env_runner": float, "num_learners": int,
@@ -330,6 +331,10 @@ def validate_sections(data: dict) -> list[str]:
         problems.append(f"model.path: {model['path']!r} does not exist")
     if model.get("dtype", "float32") not in MODEL_DTYPES:
         problems.append(f"model.dtype: {model['dtype']!r} is not one of {list(MODEL_DTYPES)}")
+    if model.get("lora"):
+        from torl_rllib.modules.lora import lora_problems
+
+        problems += [f"model.{problem}" for problem in lora_problems(model["lora"])]
     train = (data.get("data") or {}).get("train")
     train_path = train.get("path") if isinstance(train, dict) else train
     if not train_path:

@@ -9,7 +9,11 @@
 * ``logits_chunk_size``: positions per chunk when turning hidden states into log-probs.
 * ``kl_coef``: when > 0, a frozen reference copy of the initial model is built (only in the
   learner's module, never in inference-only modules); it is excluded from the optimizer,
-  from the module state and from the weight sync.
+  from the module state and from the weight sync. With LoRA the reference is the base model
+  itself, run with the adapters disabled (no copy).
+* ``lora``: ``{r, alpha, dropout, target_modules}`` (``torl_rllib.modules.lora``): the learner
+  trains PEFT LoRA adapters only; its state is the adapters, its inference-only state (what
+  EnvRunners load) the merged weights.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ray.rllib.utils.annotations import override
 from torch.utils.checkpoint import checkpoint
 
 from torl_rllib.core.learner.torch.fsdp import is_sharded, shard_like, unsharded
+from torl_rllib.modules.lora import ADAPTER_MARKER, apply_lora, causal_lm, merged_state_dict
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,6 +40,7 @@ TOKEN_LOGPROBS = "token_logprobs"
 TOKEN_ENTROPY = "token_entropy"
 REF_LOGPROBS = "ref_logprobs"  # only when a reference model exists (kl_coef > 0)
 REF_PREFIX = "ref_model."
+MODEL_PREFIX = "model."  # the Hugging Face model's weights inside the module state
 
 
 def _chunk_logprobs_entropy(hidden, lm_head_weight, lm_head_bias, targets, inv_temperature):
@@ -96,18 +102,26 @@ class CausalLMModule(TorchRLModule):
             raise ValueError(f"model dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
         load = dict(dtype=DTYPES[dtype_name], trust_remote_code=cfg.get("trust_remote_code", False))
         self.model = AutoModelForCausalLM.from_pretrained(cfg["path"], **load)
+        self.model.generation_config.top_k = None  # never let HF add its implicit top-k=50
+        learner = not self.inference_only
+        self.lora = bool(cfg.get("lora")) and learner
+        if learner and cfg.get("gradient_checkpointing"):
+            self.model.gradient_checkpointing_enable()
+            if self.lora:  # the frozen embeddings' output must carry gradients into the layers
+                self.model.enable_input_require_grads()
+        if self.lora:
+            self.model = apply_lora(self.model, cfg["lora"])
+        kl = float(cfg.get("kl_coef", 0.0)) > 0 and learner
+        self.adapter_free_reference = kl and self.lora
         self.ref_model = None
-        if float(cfg.get("kl_coef", 0.0)) > 0 and not self.inference_only:
+        if kl and not self.lora:
             self.ref_model = AutoModelForCausalLM.from_pretrained(cfg["path"], **load).eval()
             self.ref_model.requires_grad_(False)
-        self.model.generation_config.top_k = None  # never let HF add its implicit top-k=50
-        if cfg.get("gradient_checkpointing") and not self.inference_only:
-            self.model.gradient_checkpointing_enable()
         self.temperature = float(cfg.get("temperature", 1.0))
         self.logits_chunk_size = int(cfg.get("logits_chunk_size", 1024))
 
     def _response_logprobs(self, batch: dict[str, Any], model=None) -> dict[str, torch.Tensor]:
-        model = model or self.model
+        model = causal_lm(model or self.model)
         input_ids = batch[INPUT_IDS]
         attention_mask = batch[ATTENTION_MASK]
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -141,13 +155,19 @@ class CausalLMModule(TorchRLModule):
         if self.ref_model is not None:
             with torch.no_grad(), unsharded(self.ref_model) as reference:
                 out[REF_LOGPROBS] = self._response_logprobs(batch, reference)[TOKEN_LOGPROBS]
+        elif self.adapter_free_reference:
+            with torch.no_grad(), self.model.disable_adapter():
+                out[REF_LOGPROBS] = self._response_logprobs(batch)[TOKEN_LOGPROBS]
         return out
 
     # RLlib's default state handling converts to numpy, which rejects bfloat16: keep tensors.
-    @override(TorchRLModule)
     # The reference model is rebuilt from ``path``, never checkpointed or synced.
     @override(TorchRLModule)
     def get_state(self, components=None, *, not_components=None, inference_only=False, **kwargs):
+        if self.lora:  # inference: the merged model; otherwise the adapters (the base is ``path``)
+            if inference_only:
+                return {MODEL_PREFIX + k: v.cpu() for k, v in merged_state_dict(self.model).items()}
+            return {k: v.detach().cpu() for k, v in self.state_dict().items() if ADAPTER_MARKER in k}
         # Sharded (FSDP) weights stay sharded: the Learner gathers them, all ranks together.
         return {
             k: v.detach() if is_sharded(v) else v.detach().cpu()
@@ -163,10 +183,14 @@ class CausalLMModule(TorchRLModule):
         result = self.load_state_dict(
             {k: shard_like(torch.as_tensor(v).to(own[k].dtype), own[k]) for k, v in state.items()}, strict=False
         )
-        missing = [k for k in result.missing_keys if not k.startswith(REF_PREFIX)]
+        missing = [k for k in result.missing_keys
+                   if not k.startswith(REF_PREFIX) and (not self.lora or ADAPTER_MARKER in k)]
         if missing:
             raise KeyError(f"state lacks weights of this module: {missing[:5]}")
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights under Hugging Face parameter names (what a rollout engine loads)."""
+        """The weights under Hugging Face parameter names (what a rollout engine loads), merged
+        with the LoRA adapters when there are some."""
+        if self.lora:
+            return merged_state_dict(self.model)
         return {k: v.detach() for k, v in self.model.state_dict().items()}

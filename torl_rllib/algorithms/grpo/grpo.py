@@ -23,7 +23,7 @@ import numpy as np
 import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
@@ -380,6 +380,9 @@ class GRPOConfig(AlgorithmConfig):
               f"learner_strategy {self.learner_strategy!r} is not one of {list(LEARNER_STRATEGIES)}")
         check(self.learner_strategy != "fsdp" or self.num_learners >= 1,
               "learner_strategy 'fsdp' shards over the Learners' process group: set num_learners >= 1")
+        check(self.learner_strategy != "fsdp" or not (self._model_config or {}).get("lora"),
+              "learner_strategy 'fsdp' with model.lora is not supported: LoRA adapters are small, "
+              "train them with learner_strategy 'ddp'")
         unknown = sorted(set(self.fsdp) - set(FSDP_KEYS))
         check(not unknown, f"fsdp has unknown keys {unknown}; valid: {sorted(FSDP_KEYS)}")
         for key in ("param_dtype", "reduce_dtype"):
@@ -635,8 +638,7 @@ class GRPO(Algorithm):
         runner confirms the version it now holds, and a mismatch is an error.
         """
         if weights is None:
-            weights = (ray.put(self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]),
-                       self._weights_version)
+            weights = (ray.put(self.policy_weights()), self._weights_version)
         ref, version = weights
         held = []
         if group.local_env_runner is not None and remote_ids is None:
@@ -651,12 +653,18 @@ class GRPO(Algorithm):
             raise RuntimeError(f"weight sync failed: runners hold versions {held}, expected {version}")
         return weights
 
+    def policy_weights(self) -> dict:
+        """The Learners' policy as an inference-only module state (what EnvRunners load):
+        the whole weights, merged with the LoRA adapters when there are some."""
+        component = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+        state = self.learner_group.get_state(components=component, inference_only=True)
+        return state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
+
     def export_policy(self, out_dir: str | Path) -> Path:
         """Write the current policy as a Hugging Face model directory (no checkpoint needed)."""
         from torl_rllib.export import export_weights
 
-        weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-        out = export_weights(weights, self.config.model_config, out_dir)
+        out = export_weights(self.policy_weights(), self.config.model_config, out_dir)
         self.last_export = (self.iteration, out)
         return out
 
