@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,27 @@ class Recipe:
         return config
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML implements YAML 1.1, where ``1e-3`` (an exponent, no dot) is a string; recipes
+    and overrides read it as the float YAML 1.2 (and every user) means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``training.lr=1e-5`` → (["training", "lr"], 1e-05); values are parsed as YAML."""
     if "=" not in text:
         raise RecipeError([f"override {text!r} must look like section.key=value"], "command line")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+    return key.strip().split("."), load_yaml(value) if value.strip() else None
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -158,7 +174,7 @@ def read_yaml_mapping(path: Path, what: str = "recipe file") -> dict:
     if not path.is_file():
         raise RecipeError([f"{what} {str(path)!r} does not exist"], "command line")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError([f"not valid YAML: {exc}"], str(path)) from None
     if not isinstance(raw, dict):

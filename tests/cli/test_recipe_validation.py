@@ -62,3 +62,26 @@ def test_cli_exits_2_with_the_problems_and_no_traceback():
 def test_override_must_be_key_value():
     with pytest.raises(RecipeError, match="section.key=value"):
         load_recipe(RECIPE, ["training.lr"])
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; recipes read it as YAML 1.2 does."""
+    assert load_recipe(RECIPE, ["training.lr=1e-3"]).data["training"]["lr"] == 1e-3
+    assert load_recipe(RECIPE, ["rollout.top_p=+5E-1"]).data["rollout"]["top_p"] == 0.5
+
+
+def test_learner_strategy_fsdp_and_lora_settings_are_checked():
+    found = problems("resources.learner_strategy=zero3", "resources.fsdp.param_dtype=fp8",
+                     "resources.fsdp.offload=true", "model.lora.r=0", "model.lora.rank=8")
+    assert "resources.learner_strategy 'zero3' is not one of ['ddp', 'fsdp']" in found
+    assert any("fsdp.param_dtype 'fp8' is not one of" in p for p in found), found
+    assert any("fsdp has unknown keys ['offload']" in p for p in found), found
+    assert "model.lora.r: must be an integer >= 1, got 0" in found
+    assert any(p.startswith("model.lora.rank: unknown key") for p in found), found
+    assert any("set num_learners >= 1" in p for p in problems("resources.learner_strategy=fsdp"))
+    combined = problems("resources.learner_strategy=fsdp", "resources.num_learners=2", "model.lora.r=8")
+    assert any("'fsdp' with model.lora is not supported" in p for p in combined), combined
+    recipe = load_recipe(RECIPE, ["resources.learner_strategy=fsdp", "resources.num_learners=2",
+                                  "resources.fsdp.cpu_offload=true"])
+    config = recipe.build_config()
+    assert config.learner_strategy == "fsdp" and config.fsdp_policy()["cpu_offload"] is True
