@@ -34,7 +34,8 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
     (merged with its LoRA adapter, which is also written alone to ``out_dir/adapter``)."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    module_dir = module_checkpoint_dir(Path(checkpoint))
+    checkpoint = Path(checkpoint).resolve()  # RLlib reads a relative path as a URI and fails
+    module_dir = module_checkpoint_dir(checkpoint)
     if not module_dir.is_dir():
         raise FileNotFoundError(
             f"{checkpoint} is not a torl-rllib checkpoint (no {module_dir.relative_to(Path(checkpoint))})"

@@ -14,7 +14,8 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
     sandbox:   sandbox.SandboxConfig fields
     resources: {num_env_runners, num_cpus_per_env_runner, num_gpus_per_env_runner,
                 num_learners, num_cpus_per_learner, num_gpus_per_learner,
-                learner_strategy: ddp | fsdp, fsdp: {param_dtype, reduce_dtype, cpu_offload}}
+                learner_strategy: ddp | fsdp, fsdp: {param_dtype, reduce_dtype, cpu_offload},
+                colocate}
     run:       {steps, checkpoint_every, output_dir, export_final}
     tracking:  torl_rllib.tracking.TrackingConfig fields
     evaluation: {interval, benchmarks, benchmarks_dir, num_env_runners, protocol}
@@ -49,7 +50,8 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")
 RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_gpus_per_env_runner": float, "num_learners": int,
                  "num_cpus_per_learner": float, "num_gpus_per_learner": float,
-                 "num_cpus_for_main_process": float, "learner_strategy": str, "fsdp": dict}
+                 "num_cpus_for_main_process": float, "learner_strategy": str, "fsdp": dict,
+                 "colocate": bool}
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
              "resources", "run", "tracking", "evaluation", "fault_tolerance")

@@ -83,7 +83,8 @@ def test_export_loads_in_transformers_and_generates(trained):
     cwd, _ = trained
     summary = json.loads((cwd / "run" / "summary.json").read_text())
     out = cwd / "exported"
-    proc = cli("export", summary["checkpoint"], out, cwd=cwd)
+    relative = Path(summary["checkpoint"]).relative_to(cwd)  # as a user types it (RLlib wants URIs)
+    proc = cli("export", relative, "exported", cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -98,7 +98,7 @@ def _vllm_skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=["hf", "vllm"])
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.gpu)])
 def engine(request, model_dir, tokenizer):
     if request.param == "hf":
         built = HFEngine(load_model(model_dir), tokenizer, max_batch_size=8)
@@ -229,6 +229,34 @@ def test_load_weights_replaces_the_policy(engine, prompts, model_dir):
     assert [o.token_ids for o in restored] == [o.token_ids for o in before]
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("weight_sync", ["ipc", "file"])
+def test_vllm_sleeps_and_wakes_with_new_weights_in_memory(model_dir, prompts, weight_sync):
+    """GPU: the colocated cycle. Level-2 sleep frees the GPU memory, ``load_weights`` wakes the
+    engine with the new weights (through CUDA IPC, or the file fallback), which it then samples."""
+    if reason := _vllm_skip_reason():
+        pytest.skip(reason)
+    engine = VLLMEngine(model_dir, dtype="float32", gpu_memory_utilization=0.2, max_model_len=256,
+                        enforce_eager=True, sleep_mode=True, weight_sync=weight_sync)
+    try:
+        params = SamplingParams(max_new_tokens=16, seed=5)
+        free_awake = torch.cuda.mem_get_info()[0]
+        engine.sleep()
+        assert torch.cuda.mem_get_info()[0] > free_awake, "sleep released no GPU memory"
+        changed = load_model(model_dir)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for param in changed.parameters():
+                param.add_(0.3 * torch.randn_like(param))
+        engine.load_weights(changed.state_dict())
+        assert engine.weight_sync == weight_sync, "the IPC path fell back to the file"
+        for prompt, out in zip(prompts, run(engine, [(p, params) for p in prompts])):
+            assert out.logprobs == pytest.approx(recomputed_logprobs(changed, prompt, out, 1.0),
+                                                 abs=LOGPROB_TOL["vllm"])
+    finally:
+        engine.shutdown()
+
+
 # ---- vLLM mapping, with stand-ins shaped like vllm/outputs.py and vllm/logprobs.py ---------
 
 
@@ -313,6 +341,10 @@ def test_engine_kwargs():
     for bad in ({"logprobs_mode": "raw_logprobs"}, {"skip_tokenizer_init": True}):
         with pytest.raises(ValueError, match="requires"):
             engine_kwargs("/models/m", bad)
+    colocated = engine_kwargs("/models/m", given, sleep_mode=True, weight_sync="ipc")
+    assert colocated == {**kwargs, "enable_sleep_mode": True, "weight_transfer_config": {"backend": "ipc"}}
+    with pytest.raises(ValueError, match="weight_sync must be one of"):
+        engine_kwargs("/models/m", given, weight_sync="nccl")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
@@ -337,6 +369,7 @@ class FakeAsyncLLM:
         self.model_config = types.SimpleNamespace(dtype=torch.bfloat16)
         self.in_flight = self.max_in_flight = 0
         self.rpcs, self.resets, self.closed, self.aborted = [], [], False, []
+        self.calls = []  # sleep / wake_up / collective_rpc, in order
         FakeAsyncLLM.instances.append(self)
 
     @classmethod
@@ -365,7 +398,17 @@ class FakeAsyncLLM:
         files = os.listdir(kwargs["weights_path"])
         staged = load_file(os.path.join(kwargs["weights_path"], files[0]))
         self.rpcs.append((method, kwargs, files, staged))
+        self.calls.append(method)
         return [None]
+
+    async def sleep(self, level=1, mode="abort"):
+        assert asyncio.get_running_loop() is self.loop
+        self.calls.append(("sleep", level))
+
+    async def wake_up(self, tags=None):
+        assert asyncio.get_running_loop() is self.loop
+        self.calls.append(("wake_up", tags))
+        return True
 
     async def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
         self.resets.append(reset_running_requests)
@@ -458,5 +501,21 @@ def test_load_weights_stages_hf_names_and_reloads(fake_vllm, tmp_path):
         assert loaded["step"].dtype == torch.int64
         assert llm.resets == [True]  # no KV computed by the old weights survives
         assert os.listdir(tmp_path) == []  # the staging file is gone
+    finally:
+        engine.shutdown()
+
+
+def test_a_sleeping_engine_wakes_for_its_weights_then_its_cache(fake_vllm, tmp_path):
+    """Colocation: level-2 sleep during the update; the sync wakes the weights' memory, loads
+    the new weights (the file path on CPU), then wakes the rest (the KV cache)."""
+    engine = VLLMEngine("/models/m", sleep_mode=True, weights_dir=str(tmp_path))
+    try:
+        (llm,) = FakeAsyncLLM.instances
+        assert llm.args["enable_sleep_mode"] is True and engine.weight_sync == "file"  # no CUDA here
+        engine.sleep()
+        engine.load_weights({"lm_head.weight": torch.randn(4, 3)})
+        assert llm.calls == [("sleep", 2), ("wake_up", ["weights"]), "reload_weights", ("wake_up", None)]
+        engine.load_weights({"lm_head.weight": torch.randn(4, 3)})  # awake: no wake_up
+        assert llm.calls[4:] == ["reload_weights"]
     finally:
         engine.shutdown()

@@ -98,5 +98,10 @@ class RolloutEngine(abc.ABC):
 
         return asyncio.run(_all())
 
+    def sleep(self) -> None:
+        """Release the engine's accelerator memory (weights and cache) while a colocated Learner
+        updates on the same device; the next ``load_weights`` brings it back. Default: an
+        engine that shares the module's weights has nothing to release."""
+
     def shutdown(self) -> None:
         """Release the engine's resources."""

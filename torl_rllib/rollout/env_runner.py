@@ -272,6 +272,10 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         self.weights_version = version
         return self.weights_version
 
+    def sleep_engine(self) -> None:
+        """Release the engine's accelerator memory until the next weight sync (colocation)."""
+        self.engine.sleep()
+
     # ---- EnvRunner / Checkpointable API --------------------------------------------------------
     @override(EnvRunner)
     def sample(self, **kwargs):
@@ -392,5 +396,5 @@ def make_engine(config, module, tokenizer):
     if config.rollout_engine == "vllm":
         from torl_rllib.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(config.model_config["path"], **config.vllm_kwargs)
+        return VLLMEngine(config.model_config["path"], sleep_mode=config.colocate, **config.vllm_kwargs)
     raise ValueError(f"unknown rollout_engine {config.rollout_engine!r}; choose 'hf' or 'vllm'")

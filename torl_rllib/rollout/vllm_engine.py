@@ -24,6 +24,7 @@ runs with ``VLLM_BATCH_INVARIANT=1``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import threading
@@ -31,6 +32,8 @@ import uuid
 from typing import Any, Mapping, Sequence
 
 from torl_rllib.rollout.engine import FinishReason, GenerationOutput, RolloutEngine, SamplingParams
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["VLLMEngine", "engine_kwargs", "sampling_kwargs", "to_generation_output"]
 
@@ -51,14 +54,29 @@ _FIXED_ENGINE_KWARGS = {"logprobs_mode": LOGPROBS_MODE, "skip_tokenizer_init": F
 # greedy) and rejects those above 2 (``vllm/sampling_params.py: SamplingParams.__post_init__``,
 # ``_verify_args``); a clamped temperature would silently break the logprob contract.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0
+# How ``load_weights`` moves weights into the engine: "ipc" copies them to this process's GPU and
+# hands vLLM's workers CUDA IPC handles (vLLM's own weight-transfer path, packed in bounded
+# chunks: no file, no second host copy); "file" stages a safetensors file that every worker
+# reloads (any device, the fallback).
+WEIGHT_SYNCS = ("ipc", "file")
 
 
-def engine_kwargs(model_path: str, vllm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``vllm.AsyncEngineArgs`` keyword arguments: the caller's plus what the contract needs."""
+def engine_kwargs(model_path: str, vllm_kwargs: Mapping[str, Any], *, sleep_mode: bool = False,
+                  weight_sync: str = "file") -> dict[str, Any]:
+    """``vllm.AsyncEngineArgs`` keyword arguments: the caller's plus what the contract needs,
+    sleep mode (``vllm/config/model.py: enable_sleep_mode``) and, for ``weight_sync="ipc"``,
+    vLLM's CUDA-IPC weight transfer (``vllm/config/weight_transfer.py``)."""
     for key, value in _FIXED_ENGINE_KWARGS.items():
         if key in vllm_kwargs and vllm_kwargs[key] != value:
             raise ValueError(f"VLLMEngine requires {key}={value!r}, got {vllm_kwargs[key]!r}")
-    return {"model": model_path, **vllm_kwargs, **_FIXED_ENGINE_KWARGS}
+    if weight_sync not in WEIGHT_SYNCS:
+        raise ValueError(f"weight_sync must be one of {list(WEIGHT_SYNCS)}, got {weight_sync!r}")
+    kwargs = {"model": model_path, **vllm_kwargs, **_FIXED_ENGINE_KWARGS}
+    if sleep_mode:
+        kwargs["enable_sleep_mode"] = True
+    if weight_sync == "ipc":
+        kwargs["weight_transfer_config"] = {"backend": "ipc"}
+    return kwargs
 
 
 def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
@@ -132,15 +150,20 @@ class VLLMEngine(RolloutEngine):
 
     Args:
         model_path: a local Hugging Face model directory (weights, config and tokenizer).
-        weights_dir: where ``load_weights`` stages the new weights for vLLM to read (default:
-            ``/dev/shm`` when writable, else the system temp directory).
+        weights_dir: where the "file" weight sync stages the new weights for vLLM to read
+            (default: ``/dev/shm`` when writable, else the system temp directory).
+        sleep_mode: create the engine with vLLM's sleep mode, so ``sleep()`` frees its GPU
+            memory while a colocated Learner updates.
+        weight_sync: "ipc" (default on CUDA: GPU memory, vLLM's ``ipc`` weight transfer) or
+            "file" (a safetensors file; also the fallback if IPC fails).
         **vllm_kwargs: any ``vllm.AsyncEngineArgs`` option, e.g. ``gpu_memory_utilization``,
             ``tensor_parallel_size``, ``dtype``, ``max_model_len``, ``enable_prefix_caching``.
     """
 
     holds_own_weights = True
 
-    def __init__(self, model_path: str, *, weights_dir: str | None = None, **vllm_kwargs):
+    def __init__(self, model_path: str, *, weights_dir: str | None = None, sleep_mode: bool = False,
+                 weight_sync: str | None = None, **vllm_kwargs):
         try:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -150,7 +173,12 @@ class VLLMEngine(RolloutEngine):
             raise ImportError(
                 "VLLMEngine needs vLLM: pip install 'torl-rllib[vllm]' on a GPU machine"
             ) from exc
-        args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs))
+        import torch
+
+        self.weight_sync = weight_sync or ("ipc" if torch.cuda.is_available() else "file")
+        self._asleep = False
+        args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs, sleep_mode=sleep_mode,
+                                               weight_sync=self.weight_sync))
         self._weights_dir = weights_dir or (
             "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
         )
@@ -193,10 +221,44 @@ class VLLMEngine(RolloutEngine):
             pass  # FINAL_ONLY: one output, when the request finishes
         return to_generation_output(final.outputs[0])
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
-        """Push HF-named tensors into the running engine.
+    def sleep(self) -> None:
+        """Level 2 sleep (``AsyncLLM.sleep``): weights and KV cache released, nothing kept on the
+        host, since the next ``load_weights`` replaces the weights anyway."""
+        self._run(self._llm.sleep(level=2))
+        self._asleep = True
 
-        The tensors are staged as one safetensors file (cast to the engine's dtype) and every
+    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Push HF-named tensors into the running engine (waking it first if it sleeps: the
+        weights' memory, the new weights, then the KV cache)."""
+        if self._asleep:
+            self._run(self._llm.wake_up(tags=["weights"]))
+        if self.weight_sync == "ipc":
+            try:
+                self._load_weights_ipc(state_dict)
+            except Exception as exc:  # noqa: BLE001 - any IPC failure: the file path always works
+                logger.warning("CUDA IPC weight sync failed (%s); using the file path from now on", exc)
+                self.weight_sync = "file"
+        if self.weight_sync == "file":
+            self._load_weights_file(state_dict)
+        if self._asleep:
+            self._run(self._llm.wake_up(tags=None))
+            self._asleep = False
+
+    def _load_weights_ipc(self, state_dict: Mapping[str, Any]) -> None:
+        """vLLM's trainer-side IPC engine (``vllm/distributed/weight_transfer/ipc_engine.py:
+        IPCTrainerWeightTransferEngine``), with this process as the trainer: it copies the
+        tensors to this GPU in packed chunks and the workers load each chunk through CUDA IPC
+        (``IPCWeightTransferEngine.receive_weights`` → ``model.load_weights``)."""
+        from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo, IPCTrainerWeightTransferEngine
+
+        sender = IPCTrainerWeightTransferEngine.trainer_init(
+            IPCTrainerInitInfo(rank=0, packed=True), client=_InProcessSyncClient(self),
+            source=_state_dict_source(state_dict, self._llm.model_config.dtype))
+        sender.send_weights()
+        self._run(self._llm.reset_prefix_cache(reset_running_requests=True))
+
+    def _load_weights_file(self, state_dict: Mapping[str, Any]) -> None:
+        """The tensors are staged as one safetensors file (cast to the engine's dtype) and every
         worker reloads from it with its own ``reload_weights`` (``vllm/v1/worker/gpu_worker.py``
         → ``model_executor/model_loader/reload/inplace.py``: ``model.load_weights`` over the
         checkpoint-format names, sharding for tensor parallelism, then post-processing), called
@@ -245,3 +307,49 @@ class VLLMEngine(RolloutEngine):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+class _InProcessSyncClient:
+    """vLLM's ``VLLMWeightSyncClient`` protocol (``weight_transfer/base.py``) for an engine in
+    this process: each call runs the ``AsyncLLM`` method on the engine's loop."""
+
+    def __init__(self, engine: VLLMEngine):
+        self._engine = engine
+
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+
+        self._engine._run(self._engine._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info)))
+
+    def start_weight_update(self) -> None:
+        self._engine._run(self._engine._llm.start_weight_update())
+
+    def update_weights(self, update_info) -> None:
+        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+
+        self._engine._run(self._engine._llm.update_weights(WeightTransferUpdateRequest(update_info=update_info)))
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self._engine._run(self._engine._llm.finish_weight_update(weight_version))
+
+
+def _state_dict_source(state_dict: Mapping[str, Any], dtype):
+    """A vLLM ``WeightSource`` over host tensors: each is copied to this GPU (in the engine's
+    dtype) only when the sender packs it."""
+    from functools import cached_property
+
+    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
+
+    def wire(t):
+        return dtype if t.is_floating_point() else t.dtype
+
+    class StateDictSource(WeightSource):
+        @cached_property
+        def metadata(self):
+            return [ParamMeta(name, wire(t), tuple(t.shape)) for name, t in state_dict.items()]
+
+        def iter_full(self):
+            for name, t in state_dict.items():
+                yield name, t.detach().to("cuda", wire(t)).contiguous()
+
+    return StateDictSource()

@@ -59,7 +59,7 @@ TRACKING_STATE = "grpo_tracking"
 AHEAD_STATE = "grpo_rollout_ahead"  # max_staleness=1: the next step's rollout, sampled already
 RESOURCE_KEYS = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
                  "num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
-                 "num_cpus_for_main_process", "learner_strategy", "fsdp")
+                 "num_cpus_for_main_process", "learner_strategy", "fsdp", "colocate")
 LEARNER_STRATEGIES = ("ddp", "fsdp")
 FSDP_KEYS = {"param_dtype": "bfloat16", "reduce_dtype": "float32", "cpu_offload": False}
 # Timers (seconds, logged with window=1: the value of this step, not an EMA).
@@ -134,6 +134,7 @@ class GRPOConfig(AlgorithmConfig):
         # .learners(): how the Learners hold the model
         self.learner_strategy = "ddp"  # "fsdp": FSDP2-sharded (ShardedTorchLearner)
         self.fsdp: dict[str, Any] = {}  # FSDP_KEYS overrides
+        self.colocate = False  # EnvRunner and Learner i share a GPU; the engine sleeps during updates
 
     # ---- builder sections ------------------------------------------------------------------
     @override(AlgorithmConfig)
@@ -213,7 +214,8 @@ class GRPOConfig(AlgorithmConfig):
         return self
 
     @override(AlgorithmConfig)
-    def learners(self, *, learner_strategy=NotProvided, fsdp=NotProvided, **kwargs) -> "GRPOConfig":
+    def learners(self, *, learner_strategy=NotProvided, fsdp=NotProvided, colocate=NotProvided,
+                 **kwargs) -> "GRPOConfig":
         """RLlib's Learner settings (``num_learners``, ``num_gpus_per_learner``, ...) plus how
         the Learners hold the model.
 
@@ -224,6 +226,12 @@ class GRPOConfig(AlgorithmConfig):
             fsdp: ``param_dtype`` (compute dtype of the gathered weights, default bfloat16),
                 ``reduce_dtype`` (gradient reduction, default float32), ``cpu_offload`` (keep the
                 shards, gradients and optimizer state in CPU memory, default False).
+            colocate: EnvRunner i and Learner i share GPU i: the rollout engine is created with
+                sleep mode and releases its GPU memory during every update (vLLM: weights and
+                KV cache), waking with the new weights. On-policy only. Give each EnvRunner more
+                than half a GPU and each Learner the rest (e.g. 0.51 / 0.49): Ray places
+                fractional GPUs best-fit, so two EnvRunners can then never share a GPU and each
+                Learner lands on the GPU an EnvRunner leaves half free.
         """
         super().learners(**kwargs)
         self._set(locals(), exclude=("kwargs",))
@@ -383,6 +391,14 @@ class GRPOConfig(AlgorithmConfig):
         check(self.learner_strategy != "fsdp" or not (self._model_config or {}).get("lora"),
               "learner_strategy 'fsdp' with model.lora is not supported: LoRA adapters are small, "
               "train them with learner_strategy 'ddp'")
+        check(not self.colocate or self.max_staleness == 0,
+              "colocate needs max_staleness 0: a colocated EnvRunner sleeps while its Learner updates")
+        gpus_runner, gpus_learner = self.num_gpus_per_env_runner, self.num_gpus_per_learner
+        check(not (self.colocate and (gpus_runner or gpus_learner)) or (
+            self.num_env_runners == self.num_learners and gpus_runner > 0.5 and 0 < gpus_learner <= 1 - gpus_runner),
+              "colocate on GPUs pairs EnvRunner i with Learner i: set num_env_runners == num_learners, "
+              "num_gpus_per_env_runner > 0.5 and num_gpus_per_learner <= 1 - num_gpus_per_env_runner "
+              f"(got {self.num_env_runners} x {gpus_runner:g} and {self.num_learners} x {gpus_learner:g})")
         unknown = sorted(set(self.fsdp) - set(FSDP_KEYS))
         check(not unknown, f"fsdp has unknown keys {unknown}; valid: {sorted(FSDP_KEYS)}")
         for key in ("param_dtype", "reduce_dtype"):
@@ -523,6 +539,8 @@ class GRPO(Algorithm):
         self.last_samples = [row for r in rollouts for row in r["samples"]]
         if episodes:
             try:
+                if self.config.colocate:  # the engines give their GPU memory to the Learners
+                    self.env_runner_group.foreach_env_runner(lambda runner: runner.sleep_engine())
                 with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
                     self._learn(episodes)
                 self._weights_version += 1
