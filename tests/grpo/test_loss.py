@@ -118,7 +118,9 @@ def test_logged_clip_fraction_and_approx_kl_to_the_sampling_policy(learner):
     """The tokens were sampled from the old policy q; with r = p/q the k3 estimate of
     KL(q || p) is the mean of r - 1 - log r (unbiased under q)."""
     batch, fwd_out = hand_batch()
+    learner._micro_batch_stats = {}  # as an update starts
     loss_of(learner, batch, fwd_out, loss_agg_mode="token-mean")
+    learner._log_update_stats()  # as an update ends (one micro-batch here)
     ratios = [RATIO[r][t] for r in range(2) for t in range(6) if MASK[r][t]]
     k3 = sum(x - 1 - math.log(x) for x in ratios) / len(ratios)
     outside = sum(not 1 - EPS_LOW <= x <= 1 + EPS_HIGH for x in ratios) / len(ratios)

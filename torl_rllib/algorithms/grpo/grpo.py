@@ -104,6 +104,7 @@ class GRPOConfig(AlgorithmConfig):
         self.overlong_mask = False  # no loss on responses cut by the length limit
         self.max_staleness = 0  # 1: sample step t+1 while the Learners update on step t
         self.importance_clip: float | None = None  # truncated importance weight (off-policy correction)
+        self.micro_batch_size: int | None = None  # sequences per forward/backward on a Learner
         # .rollout()
         self.rollout_engine = "hf"
         self.engine_max_batch_size = 64
@@ -143,7 +144,7 @@ class GRPOConfig(AlgorithmConfig):
         minibatches_per_step=NotProvided, clip_eps_low=NotProvided, clip_eps_high=NotProvided,
         loss_agg_mode=NotProvided, scale_advantages=NotProvided, kl_coef=NotProvided,
         entropy_coef=NotProvided, dynamic_sampling=NotProvided, overlong_mask=NotProvided,
-        max_staleness=NotProvided, importance_clip=NotProvided, **kwargs,
+        max_staleness=NotProvided, importance_clip=NotProvided, micro_batch_size=NotProvided, **kwargs,
     ) -> "GRPOConfig":
         """GRPO hyperparameters (plus RLlib's: ``lr``, ``grad_clip``, ``num_epochs``, ...).
 
@@ -165,6 +166,10 @@ class GRPOConfig(AlgorithmConfig):
                 log-probabilities (the behaviour policy); c > 1 = decoupled PPO: the ratio is
                 taken against the policy at the start of the update, times the importance weight
                 ``min(pi_start / pi_rollout, c)`` (truncated IS), for stale episodes.
+            micro_batch_size: sequences per forward/backward pass on a Learner; gradients of
+                the micro-batches add up before the one optimizer step of the mini-batch (the
+                same step as without it, in bounded activation memory). None: the Learner's
+                whole share of the mini-batch at once.
         """
         super().training(**kwargs)
         self._set(locals(), exclude=("kwargs",))
@@ -362,6 +367,8 @@ class GRPOConfig(AlgorithmConfig):
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         check(self.max_staleness in (0, 1),
               f"max_staleness must be 0 (on-policy) or 1 (one step off-policy), got {self.max_staleness!r}")
+        check(self.micro_batch_size is None or (isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1),
+              f"micro_batch_size must be null (whole mini-batch) or an integer >= 1, got {self.micro_batch_size!r}")
         check(self.importance_clip is None or (isinstance(self.importance_clip, (int, float)) and self.importance_clip >= 1),
               f"importance_clip must be null (off) or a number >= 1, got {self.importance_clip!r}")
         check(self.rollout_engine in ROLLOUT_ENGINES or ":" in self.rollout_engine,

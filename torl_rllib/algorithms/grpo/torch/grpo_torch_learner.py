@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ from torl_rllib.algorithms.grpo.grpo_learner import (
 )
 from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
 from torl_rllib.core.learner.torch.sharded_torch_learner import ShardedTorchLearner
+
+SUMMED_STATS = (POLICY_LOSS_KEY, NUM_LOSS_TOKENS_KEY)  # the rest are means over loss tokens
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
 
 
@@ -44,6 +47,11 @@ def aggregate_loss(
 class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
     """Clipped policy-gradient loss (clip-higher), optional k3 KL to a reference model and
     entropy bonus, aggregated per ``loss_agg_mode`` over the global mini-batch."""
+
+    @override(TorchLearner)
+    def build(self) -> None:
+        self._micro_batch_stats: dict[str, list[dict]] = {}  # statistics of each micro-batch
+        super().build()
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch: dict[str, Any], fwd_out):
@@ -89,14 +97,66 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
             }
             if config.kl_coef:
                 stats[REF_KL_KEY] = mean(ref_kl)
-        self.metrics.log_dict(
-            {k: v.item() if torch.is_tensor(v) else v for k, v in stats.items()},
-            key=module_id, window=1,
-        )
+        self._micro_batch_stats.setdefault(module_id, []).append(
+            {k: v.item() if torch.is_tensor(v) else v for k, v in stats.items()})
         return loss
+
+    @override(TorchLearner)
+    def _uncompiled_update(self, batch: dict, **kwargs):
+        """RLlib's update (one forward, loss, backward, optimizer step), with the forward and
+        backward run ``config.micro_batch_size`` sequences at a time and their gradients added
+        up before the one optimizer step: the loss is normalized by the mini-batch's global
+        counts, so the sum is the mini-batch's gradient. (RLlib's TorchLearner has no gradient
+        accumulation to extend.)"""
+        self._compute_off_policyness(batch)
+        for optim in self._optimizer_parameters:
+            optim.zero_grad(set_to_none=True)
+        self._micro_batch_stats = {}
+        loss_per_module: dict = {}
+        for micro in micro_batches(batch, self.config.micro_batch_size):
+            fwd_out = self.module.forward_train(micro)
+            losses = self.compute_losses(fwd_out=fwd_out, batch=micro)
+            total = sum(losses.values())
+            if torch.is_tensor(total) and total.grad_fn is not None:
+                total.backward()
+            for module_id, loss in losses.items():
+                loss_per_module[module_id] = loss_per_module.get(module_id, 0.0) + loss.detach()
+        self._log_update_stats()
+        gradients = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
+        with contextlib.ExitStack() as stack:
+            if self.config.num_learners > 1:  # as RLlib: no DDP hook fires while applying
+                for module in self.module.values():
+                    if isinstance(module, torch.nn.Module):
+                        stack.enter_context(module.no_sync())
+            self.apply_gradients(self.postprocess_gradients(gradients))
+        return fwd_out, loss_per_module, {}
+
+    def _log_update_stats(self) -> None:
+        """One value per statistic for the whole mini-batch: sums of the micro-batches' loss and
+        token counts, token-weighted means of the rest."""
+        for module_id, parts in self._micro_batch_stats.items():
+            tokens = sum(part[NUM_LOSS_TOKENS_KEY] for part in parts)
+            merged = {
+                key: sum(part[key] for part in parts) if key in SUMMED_STATS
+                else sum(part[key] * part[NUM_LOSS_TOKENS_KEY] for part in parts) / max(tokens, 1.0)
+                for key in parts[0]
+            }
+            self.metrics.log_dict(merged, key=module_id, window=1)
 
     @override(TorchLearner)
     def get_parameters(self, module):
         # Only trainable weights reach the optimizer (never the frozen reference model).
         return [p for p in module.parameters() if p.requires_grad]
 
+
+def micro_batches(batch: dict, size: int | None):
+    """``batch`` ({module_id: {column: [B, ...] tensor}}) in slices of ``size`` rows (one slice
+    when ``size`` is None or at least B)."""
+    rows = max((v.shape[0] for columns in batch.values() for v in columns.values() if torch.is_tensor(v)), default=0)
+    step = size or rows or 1
+    for start in range(0, max(rows, 1), step):
+        yield {
+            module_id: {k: v[start:start + step] if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v
+                        for k, v in columns.items()}
+            for module_id, columns in batch.items()
+        }
