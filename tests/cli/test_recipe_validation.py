@@ -22,6 +22,9 @@ def problems(*overrides) -> list[str]:
 def test_shipped_recipes_are_valid():
     for path in (REPO / "experiments").glob("tiny_cpu*.yaml"):
         assert load_recipe(path).name
+    for path in (REPO / "experiments").glob("qwen*.yaml"):  # GPU recipes: the dataset is the user's
+        config = load_recipe(path, [f"data.train={RECIPE}"]).build_config()
+        assert not config.problems() and config.colocate and config.learner_strategy == "fsdp", path
 
 
 def test_unknown_key_suggests_the_closest_valid_one():

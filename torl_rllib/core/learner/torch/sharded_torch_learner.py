@@ -57,6 +57,8 @@ class ShardedTorchLearner(TorchLearner):
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         self._gather_module_state()
+        if getattr(self.config, "colocate", False) and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # hand the update's activation memory back for the engine to wake into
 
     @override(TorchLearner)
     def set_state(self, state) -> None:
