@@ -84,3 +84,29 @@ def test_each_fsdp_learner_holds_about_half_the_parameters(ddp_and_fsdp):
     print(f"\nparameter bytes per Learner: DDP {ddp}, FSDP {fsdp} (ratio {fsdp[0] / ddp[0]:.3f})")
     for held in fsdp:
         assert 0.45 <= held / ddp[0] <= 0.6, (ddp, fsdp)
+
+
+def test_fsdp_keeps_float32_master_shards_of_a_bfloat16_model(ray_cluster, random_model_dir, arithmetic_jsonl):
+    """model.dtype bfloat16 (what the EnvRunners hold): the Learners' shards, the gathered state
+    and so the checkpoints are float32; the runner gets its bfloat16 copy of that state."""
+    config = (GRPOConfig()
+              .rl_module(model_config={"path": str(random_model_dir), "dtype": "bfloat16"})
+              .training(lr=1e-3, group_size=4, prompts_per_step=2, entropy_coef=0.01)
+              .rollout(max_response_tokens=8, max_tool_calls=0)
+              .task(train_data=str(arithmetic_jsonl))
+              .env_runners(num_env_runners=0)
+              .learners(num_learners=2, num_cpus_per_learner=0.5, learner_strategy="fsdp"))
+    algo = config.build_algo()
+    try:
+        algo.train()
+        dtypes = algo.learner_group.foreach_learner(
+            lambda learner: {p.dtype for p in learner.module[DEFAULT_MODULE_ID].model.parameters()})
+        assert [r.get() for r in dtypes] == [{torch.float32}] * 2
+        gathered = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
+        assert {v.dtype for v in gathered.values()} == {torch.float32}
+        runner = algo.env_runner_group.local_env_runner.module.get_state()
+        assert {v.dtype for v in runner.values()} == {torch.bfloat16}
+        for key, value in gathered.items():
+            assert torch.equal(runner[key], value.to(torch.bfloat16)), key
+    finally:
+        algo.stop()

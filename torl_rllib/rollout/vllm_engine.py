@@ -176,6 +176,11 @@ class VLLMEngine(RolloutEngine):
         import torch
 
         self.weight_sync = weight_sync or ("ipc" if torch.cuda.is_available() else "file")
+        if self.weight_sync == "ipc":
+            # CUDA IPC handles hold torch types that vLLM's msgpack channel to its engine-core
+            # process carries only as pickles (``vllm/v1/serial_utils.py: MsgpackEncoder.enc_hook``).
+            # The channel is this process's own local socket to the engine it spawns.
+            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self._asleep = False
         args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs, sleep_mode=sleep_mode,
                                                weight_sync=self.weight_sync))

@@ -43,7 +43,9 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def shard_causal_lm_module(module: nn.Module, *, param_dtype=None, reduce_dtype=None, cpu_offload=False) -> None:
-    """Shard ``module`` (a ``CausalLMModule``) in place across the default process group."""
+    """Shard ``module`` (a ``CausalLMModule``) in place across the default process group. The
+    policy's shards are float32 master weights whatever dtype it was loaded in (an lr-1e-6 step
+    is lost to bfloat16 rounding); it computes in ``param_dtype``."""
     from torch.distributed.fsdp import (
         CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard, register_fsdp_forward_method,
     )
@@ -57,6 +59,7 @@ def shard_causal_lm_module(module: nn.Module, *, param_dtype=None, reduce_dtype=
         for layer in decoder_layers(reference):
             fully_shard(layer, **policies)
         fully_shard(reference, **policies)
+    module.model.float()
     for layer in decoder_layers(module.model):
         fully_shard(layer, **policies)
     fully_shard(module, **policies)
