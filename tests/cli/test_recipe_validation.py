@@ -84,7 +84,9 @@ def test_learner_strategy_fsdp_and_lora_settings_are_checked():
     assert any("set num_learners >= 1" in p for p in problems("resources.learner_strategy=fsdp"))
     combined = problems("resources.learner_strategy=fsdp", "resources.num_learners=2", "model.lora.r=8")
     assert any("'fsdp' with model.lora is not supported" in p for p in combined), combined
+    offload = problems("resources.learner_strategy=fsdp", "resources.num_learners=2", "resources.fsdp.cpu_offload=true")
+    assert any("fsdp.cpu_offload moves the Learners' GPU shards" in p for p in offload), offload
     recipe = load_recipe(RECIPE, ["resources.learner_strategy=fsdp", "resources.num_learners=2",
-                                  "resources.fsdp.cpu_offload=true"])
+                                  "resources.fsdp.cpu_offload=true", "resources.num_gpus_per_learner=1"])
     config = recipe.build_config()
     assert config.learner_strategy == "fsdp" and config.fsdp_policy()["cpu_offload"] is True

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
+from transformers import AutoModelForCausalLM
 
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, REF_KL_KEY
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_LOGPROBS
@@ -104,7 +105,6 @@ def test_the_kl_reference_is_the_base_model_with_adapters_off(trained, random_mo
 def test_export_writes_the_merged_model_and_the_adapter(ray_cluster, random_model_dir, arithmetic_jsonl,
                                                         tokenizer, tmp_path):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from torl_rllib.export import export_policy
 
@@ -133,3 +133,25 @@ def test_export_writes_the_merged_model_and_the_adapter(ray_cluster, random_mode
     base = AutoModelForCausalLM.from_pretrained(random_model_dir)
     assert any(not torch.equal(v, base.state_dict()[k]) for k, v in exported.state_dict().items()), (
         "two LoRA steps left the exported model equal to the base: nothing was compared")
+
+
+@pytest.mark.slow
+def test_lora_on_two_ddp_learners_syncs_merged_weights(ray_cluster, random_model_dir, arithmetic_jsonl):
+    config = (lora_config(random_model_dir, arithmetic_jsonl, lr=3e-2, entropy_coef=0.05, max_response_tokens=8,
+                          max_tool_calls=0)
+              .training(group_size=4, prompts_per_step=2)
+              .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
+              .learners(num_learners=2, num_cpus_per_learner=0.5))
+    algo = config.build_algo()
+    try:
+        for _ in range(2):
+            algo.train()
+        merged = algo.policy_weights()
+        (runner,) = algo.env_runner_group.foreach_env_runner(lambda r: r.module.get_state(), local_env_runner=False)
+        assert runner.keys() == merged.keys() and not any("lora" in k for k in merged)
+        for key, value in merged.items():
+            assert torch.equal(runner[key], value), key
+        base = AutoModelForCausalLM.from_pretrained(random_model_dir).state_dict()
+        assert any(not torch.equal(v, base[k.removeprefix("model.")]) for k, v in merged.items())
+    finally:
+        algo.stop()

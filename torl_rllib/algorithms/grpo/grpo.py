@@ -406,6 +406,9 @@ class GRPOConfig(AlgorithmConfig):
               "colocate on GPUs pairs EnvRunner i with Learner i: set num_env_runners == num_learners, "
               "num_gpus_per_env_runner > 0.5 and num_gpus_per_learner <= 1 - num_gpus_per_env_runner "
               f"(got {self.num_env_runners} x {gpus_runner:g} and {self.num_learners} x {gpus_learner:g})")
+        check(not self.fsdp.get("cpu_offload") or self.num_gpus_per_learner > 0,
+              "fsdp.cpu_offload moves the Learners' GPU shards to host memory: it needs "
+              "num_gpus_per_learner > 0 (CPU Learners hold them in host memory already)")
         unknown = sorted(set(self.fsdp) - set(FSDP_KEYS))
         check(not unknown, f"fsdp has unknown keys {unknown}; valid: {sorted(FSDP_KEYS)}")
         for key in ("param_dtype", "reduce_dtype"):
