@@ -49,7 +49,7 @@ def one_step(strategy, model_dir, data):
             "weights": algo.learner_group.get_weights()[DEFAULT_MODULE_ID],
             "learner": result["learners"][DEFAULT_MODULE_ID],
             "episodes": result[RESULT_KEY]["response_length/total_tokens"],
-            "param_bytes": [r.get() for r in algo.learner_group.foreach_learner(lambda l: l.parameter_bytes())],
+            "param_bytes": [r.get()["parameters"] for r in algo.learner_group.foreach_learner(lambda l: l.memory_bytes())],
             "param_class": [r.get() for r in sharded],
         }
     finally:

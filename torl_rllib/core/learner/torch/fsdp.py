@@ -112,10 +112,12 @@ def shard_like(full: torch.Tensor, like: Any) -> Any:
     return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
 
 
+def local_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of ``tensor`` this process holds (its shard only, for a sharded tensor)."""
+    local = tensor.to_local() if is_sharded(tensor) else tensor
+    return local.numel() * local.element_size()
+
+
 def local_parameter_bytes(module: nn.Module) -> int:
     """Bytes of parameters this process holds (its shards only, for a sharded module)."""
-    total = 0
-    for p in module.parameters():
-        local = p.to_local() if is_sharded(p) else p
-        total += local.numel() * local.element_size()
-    return total
+    return sum(local_bytes(p) for p in module.parameters())

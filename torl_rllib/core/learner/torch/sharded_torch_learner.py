@@ -12,7 +12,7 @@ from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
 
 from torl_rllib.core.learner.torch.fsdp import (
-    gather, is_sharded, local_parameter_bytes, rank, shard_causal_lm_module, shard_like,
+    gather, is_sharded, local_bytes, local_parameter_bytes, rank, shard_causal_lm_module, shard_like,
 )
 
 
@@ -89,9 +89,15 @@ class ShardedTorchLearner(TorchLearner):
             state = self._optimizer_states()
             self._full_optimizer_state = state if rank() == 0 else None
 
-    def parameter_bytes(self) -> int:
-        """Bytes of module parameters this Learner holds (its shards only when sharded)."""
-        return sum(local_parameter_bytes(self.module[m]) for m in self.module.keys())
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of module parameters and of optimizer state this Learner holds (its shards
+        only, when sharded)."""
+        return {
+            "parameters": sum(local_parameter_bytes(self.module[m]) for m in self.module.keys()),
+            "optimizer": sum(local_bytes(value) for optim in self._named_optimizers.values()
+                             for slots in optim.state.values() for value in slots.values()
+                             if torch.is_tensor(value)),
+        }
 
     @override(TorchLearner)
     def _get_optimizer_state(self):
