@@ -45,15 +45,21 @@ def synthetic_episodes(vocab: int, n: int, prompt_len: int, response_len: int, s
     return episodes
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def update_bench_parser(description: str, *, trajectories: int, iters: int, warmup: int) -> argparse.ArgumentParser:
+    """The options every GRPO-update benchmark takes: model, synthetic batch shape, repetitions."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--trajectories", type=int, default=64)
+    parser.add_argument("--trajectories", type=int, default=trajectories)
     parser.add_argument("--prompt-len", type=int, default=270)
     parser.add_argument("--response-len", type=int, default=96)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=iters)
+    parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = update_bench_parser(__doc__.split("\n\n")[0], trajectories=64, iters=10, warmup=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 

@@ -8,12 +8,11 @@ and the FSDP/DDP ratios (sharding over N Learners should hold ~1/N of each).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
-from torl_rllib.algorithms.grpo.bench import DEFAULT_MODEL, synthetic_episodes
+from torl_rllib.algorithms.grpo.bench import synthetic_episodes, update_bench_parser
 
 
 def measure(strategy: str, args) -> dict:
@@ -46,16 +45,9 @@ def measure(strategy: str, args) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser = update_bench_parser(__doc__.split("\n\n")[0], trajectories=32, iters=3, warmup=1)
     parser.add_argument("--learners", type=int, default=2)
     parser.add_argument("--cpus-per-learner", type=float, default=1.0)
-    parser.add_argument("--trajectories", type=int, default=32)
-    parser.add_argument("--prompt-len", type=int, default=270)
-    parser.add_argument("--response-len", type=int, default=96)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     import ray
