@@ -17,7 +17,7 @@ from torl_rllib.core.learner.torch.fsdp import (
 
 
 class ShardedTorchLearner(TorchLearner):
-    """Shards the module when ``config.learner_strategy == "fsdp"`` (``config.fsdp_kwargs``:
+    """Shards the module when ``config.learner_strategy == "fsdp"`` (``config.fsdp``:
     ``param_dtype``, ``reduce_dtype``, ``cpu_offload``); DDP (RLlib's own) otherwise.
 
     RLlib asks only the first Learner for its state (the weight sync to EnvRunners, checkpoints),
@@ -25,8 +25,7 @@ class ShardedTorchLearner(TorchLearner):
     they all reach together (build, each update, ``set_state``) and the first keeps it on the CPU
     to answer from. The optimizer state is gathered only for a checkpoint: every Learner calls
     ``gather_optimizer_state()`` first (``GRPO.save_to_path`` does). Checkpoints therefore hold
-    whole tensors, in the same layout as DDP's: a run can resume with either strategy and any
-    number of Learners.
+    whole tensors, in DDP's layout, which ``export`` and ``eval`` read as any other.
     """
 
     @property
