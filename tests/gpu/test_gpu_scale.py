@@ -9,7 +9,6 @@ import importlib.util
 
 import pytest
 import torch
-from ray.rllib.core import DEFAULT_MODULE_ID
 
 from tests.conftest import REPO
 from torl_rllib.recipe import load_recipe
@@ -37,7 +36,7 @@ def train(overrides, steps=3):
     algo = load_recipe(TINY, [*SHORT, *overrides]).build_config().build_algo()
     try:
         results = [algo.train()[RESULT_KEY] for _ in range(steps)]
-        weights = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
+        weights = algo.policy_weights()  # what the EnvRunners load (merged, for LoRA)
         runner = algo.env_runner_group.foreach_env_runner(lambda r: r.weights_version, local_env_runner=False)
         return results, weights, runner, algo._weights_version
     finally:

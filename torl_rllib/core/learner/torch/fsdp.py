@@ -90,6 +90,8 @@ def gather(tree: Any) -> Any:
     (other ranks get ``None`` for them). Collective: every rank calls it with the same structure. One tensor
     at a time, so a rank never holds more than one whole tensor beyond its shards."""
     if is_sharded(tree):
+        if tree.device.type != tree.device_mesh.device_type:  # CPU-offloaded shards: NCCL gathers on the GPU
+            tree = tree.to(tree.device_mesh.device_type)
         full = tree.full_tensor()
         return full.cpu() if rank() == 0 else None
     if torch.is_tensor(tree):
