@@ -24,12 +24,23 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-__all__ = ["SamplingParams", "GenerationOutput", "RolloutEngine", "FinishReason"]
+__all__ = ["SamplingParams", "GenerationOutput", "RolloutEngine", "FinishReason", "MAX_SEED", "derive_seed"]
 
 FinishReason = Literal["stop", "eos", "length"]
+# Request seeds are non-negative 63-bit ints: every engine takes them (vLLM's request channel
+# carries ints of at most 64 bits, and torch.Generator.manual_seed takes them; numpy any size).
+MAX_SEED = 2**63 - 1
+
+
+def derive_seed(*parts) -> int:
+    """A stable seed in [0, MAX_SEED] from any printable parts (same on every machine and run).
+    Every seed the runners and the evaluator pass to an engine is made here."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**63 - 1] (derive_seed makes one), got {self.seed}")
 
 
 @dataclass

@@ -13,7 +13,6 @@ and grader with an evaluation protocol and returns graded per-problem results.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import threading
@@ -38,7 +37,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED, NUM_ENV_STEPS_SAMPLED
 from torl_rllib.core.advantages import group_advantages
 from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.evaluation.results import ProblemResult, SampleResult
-from torl_rllib.rollout.engine import SamplingParams
+from torl_rllib.rollout.engine import SamplingParams, derive_seed
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
 from torl_rllib.rollout.tool_use import tool_use
 from torl_rllib.tasks import RewardConfig, available_cpus, compute_reward, grade, render_prompt
@@ -46,12 +45,6 @@ from torl_rllib.tasks import RewardConfig, available_cpus, compute_reward, grade
 logger = logging.getLogger(__name__)
 
 WEIGHTS_VERSION_STATE = "weights_version"
-
-
-def trajectory_seed(*parts) -> int:
-    """A stable 63-bit seed from any printable parts (same on every machine and run)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class ToolEnvRunner(EnvRunner, Checkpointable):
@@ -97,7 +90,7 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
         execute = self._executor()  # looked up outside the event loop (it may block on Ray)
-        seed = lambda problem, k: trajectory_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
+        seed = lambda problem, k: derive_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
         stats = Counter(groups=len(problems))
         groups = self._loop.run(self._rollout(
             problems, prompts, self.config.group_size, self._sampling, seed, execute, self._graded_group(stats)))
@@ -163,7 +156,7 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
         execute = self._executor()
-        seed = lambda problem, k: trajectory_seed(protocol.seed, "eval", problem.source, problem.id, k)  # noqa: E731
+        seed = lambda problem, k: derive_seed(protocol.seed, "eval", problem.source, problem.id, k)  # noqa: E731
         sampling = protocol.sampling(self.config.max_response_tokens)
         stats = Counter(groups=len(problems))
         grading = _Grading(self._sample_result, stats, lambda problem, samples: [s for _, s in samples])
@@ -396,5 +389,8 @@ def make_engine(config, module, tokenizer):
     if config.rollout_engine == "vllm":
         from torl_rllib.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(config.model_config["path"], sleep_mode=config.colocate, **config.vllm_kwargs)
+        # The engine computes in the policy's dtype unless the recipe says otherwise (vLLM's own
+        # default, "auto", takes the checkpoint's torch_dtype: bfloat16 for a float32 learner).
+        vllm_kwargs = {"dtype": config.model_config.get("dtype", "float32"), **config.vllm_kwargs}
+        return VLLMEngine(config.model_config["path"], sleep_mode=config.colocate, **vllm_kwargs)
     raise ValueError(f"unknown rollout_engine {config.rollout_engine!r}; choose 'hf' or 'vllm'")

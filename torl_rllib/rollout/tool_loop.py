@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Literal
 
-from torl_rllib.rollout.engine import RolloutEngine, SamplingParams
+from torl_rllib.rollout.engine import RolloutEngine, SamplingParams, derive_seed
 from torl_rllib.rollout.observation import ObservationStyle, format_observation
 
 __all__ = ["ToolLoopConfig", "Trajectory", "ToolCall", "run_trajectory", "last_python_block"]
@@ -104,7 +104,7 @@ async def run_trajectory(
                 break
             can_call = len(traj.tool_calls) < config.max_tool_calls
             params = dataclasses.replace(
-                sampling, max_new_tokens=remaining, seed=seed * 1000 + segment,
+                sampling, max_new_tokens=remaining, seed=derive_seed(seed, segment),
                 stop=(config.stop_string,) if can_call else (),
             )
             out = await engine.generate(traj.prompt_ids + traj.response_ids, params)

@@ -59,6 +59,32 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0
 # chunks: no file, no second host copy); "file" stages a safetensors file that every worker
 # reloads (any device, the fallback).
 WEIGHT_SYNCS = ("ipc", "file")
+# vLLM's CPU build sizes its KV cache, unless told (``kv_cache_memory_bytes`` or
+# ``VLLM_CPU_KVCACHE_SPACE`` GiB), as ``gpu_memory_utilization`` (0.9) of the machine's RAM minus
+# what it holds (``vllm/v1/worker/cpu_worker.py: determine_available_memory``): most of the memory
+# the Learners and the sandbox need. 1 GiB holds ~250k tokens of the tiny model.
+CPU_KV_CACHE_BYTES = 1 << 30
+
+
+def cpu_engine_kwargs(vllm_kwargs: Mapping[str, Any], max_model_len: int) -> dict[str, Any]:
+    """The caller's options plus what vLLM's CPU build needs to honour the contract.
+
+    * No chunked prefill. When a prefill is split over engine steps, the sampler's draw for the
+      unfinished chunk is discarded and the request's generator rewound with
+      ``Generator.set_offset`` (``vllm/v1/worker/gpu_model_runner.py``, the
+      ``discard_request_mask`` loop), which CPU generators refuse ("CPU Generator does not use
+      offset"): the engine core dies at the first split prefill of a seeded request. Whole
+      prefills need ``max_num_batched_tokens >= max_model_len``.
+    * A bounded KV cache (:data:`CPU_KV_CACHE_BYTES`) unless one is given.
+    """
+    kwargs = dict(vllm_kwargs)
+    kwargs.setdefault("enable_chunked_prefill", False)
+    if not kwargs["enable_chunked_prefill"]:
+        kwargs["max_num_batched_tokens"] = max(kwargs.get("max_num_batched_tokens") or 0,
+                                               kwargs.get("max_model_len") or max_model_len, 2048)
+    if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    return kwargs
 
 
 def engine_kwargs(model_path: str, vllm_kwargs: Mapping[str, Any], *, sleep_mode: bool = False,
@@ -182,6 +208,11 @@ class VLLMEngine(RolloutEngine):
             # The channel is this process's own local socket to the engine it spawns.
             os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self._asleep = False
+        if not torch.cuda.is_available():
+            from transformers import AutoConfig
+
+            context = AutoConfig.from_pretrained(model_path).max_position_embeddings
+            vllm_kwargs = cpu_engine_kwargs(vllm_kwargs, context)
         args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs, sleep_mode=sleep_mode,
                                                weight_sync=self.weight_sync))
         self._weights_dir = weights_dir or (
