@@ -1,9 +1,10 @@
 """The rollout-engine contract (``torl_rllib/rollout/engine.py``), checked on every engine.
 
-The contract suite runs on the HF engine always and on the vLLM engine where vLLM and a CUDA GPU
-are present, both with the same tiny random Qwen2 model. The vLLM mapping functions and the
-engine's event-loop plumbing are also unit-tested on CPU against stand-ins shaped like vLLM
-0.33.0's objects.
+The contract suite runs on the HF engine and on the real vLLM engine (vLLM's CPU build, which
+``scripts/setup.sh`` installs on machines without a GPU; vLLM itself on GPUs), both with the same
+tiny random Qwen2 model. Only sleep mode and the CUDA-IPC weight transfer need a GPU. The vLLM
+mapping functions and the engine's event-loop plumbing are also unit-tested against stand-ins
+shaped like vLLM 0.33.0's objects.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from torl_rllib.rollout.engine import GenerationOutput, SamplingParams
+from torl_rllib.rollout.engine import MAX_SEED, GenerationOutput, SamplingParams, derive_seed
 from torl_rllib.rollout.hf_engine import HFEngine
+from torl_rllib.rollout import vllm_engine
 from torl_rllib.rollout.vllm_engine import (
     VLLMEngine,
+    cpu_engine_kwargs,
     engine_kwargs,
     sampling_kwargs,
     to_generation_output,
@@ -90,9 +93,11 @@ def reference(model_dir):
     return load_model(model_dir)
 
 
-def _vllm_skip_reason() -> str | None:
+def _vllm_skip_reason(cuda: bool = False) -> str | None:
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed (pip install 'torl-rllib[vllm]' on a GPU machine)"
+        return "vllm is not installed (bash scripts/setup.sh installs vLLM's CPU build)"
+    if cuda and not torch.cuda.is_available():
+        return "vLLM's sleep mode and CUDA-IPC weight transfer need a CUDA GPU"
     return None
 
 
@@ -180,6 +185,19 @@ def test_same_seed_same_tokens_whatever_the_batch(engine, prompts):
     assert reseeded.token_ids != alone.token_ids
 
 
+def test_seeds_a_run_derives_are_accepted(engine, prompts):
+    """The seeds the runners derive (a trajectory's, then each segment's) span the whole range
+    SamplingParams allows; every engine takes them, and out-of-range seeds are refused early."""
+    trajectory = derive_seed(0, 12, "tiny_arithmetic", "p-17", 5)  # seed, iteration, source, id, k
+    seeds = [derive_seed(trajectory, segment) for segment in range(3)] + [0, MAX_SEED]
+    outputs = run(engine, [(prompts[0], SamplingParams(max_new_tokens=8, seed=s)) for s in seeds])
+    assert all(1 <= len(out.token_ids) <= 8 for out in outputs)
+    assert max(seeds[:3]) > 2**32  # the 63-bit range is exercised, not just small seeds
+    for bad in (-1, MAX_SEED + 1, trajectory * 1000):
+        with pytest.raises(ValueError, match="seed must be in"):
+            SamplingParams(max_new_tokens=8, seed=bad)
+
+
 def test_logprobs_are_the_models_tempered_log_softmax(engine, prompts, reference):
     temperature = 0.7
     params = SamplingParams(max_new_tokens=16, temperature=temperature, seed=3)
@@ -232,7 +250,7 @@ def test_load_weights_replaces_the_policy(engine, prompts, model_dir):
 def test_vllm_sleeps_and_wakes_with_new_weights_in_memory(model_dir, prompts, weight_sync):
     """GPU: the colocated cycle. Level-2 sleep frees the GPU memory, ``load_weights`` wakes the
     engine with the new weights (through CUDA IPC, or the file fallback), which it then samples."""
-    if reason := _vllm_skip_reason():
+    if reason := _vllm_skip_reason(cuda=True):
         pytest.skip(reason)
     engine = VLLMEngine(model_dir, dtype="float32", gpu_memory_utilization=0.2, max_model_len=256,
                         enforce_eager=True, sleep_mode=True, weight_sync=weight_sync)
@@ -329,6 +347,21 @@ def test_temperature_bounds_are_accepted():
         assert kwargs["temperature"] == temperature
 
 
+def test_cpu_engine_kwargs(model_dir, monkeypatch):
+    """vLLM's CPU build: whole prefills (its CPU generators cannot rewind a discarded chunk's
+    draw), a batch budget that fits the context, and a bounded KV cache unless one is given."""
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert cpu_engine_kwargs({"dtype": "float32"}, model_dir) == {
+        "dtype": "float32", "enable_chunked_prefill": False, "max_num_batched_tokens": 2048,
+        "kv_cache_memory_bytes": 1 << 30}
+    long = cpu_engine_kwargs({"max_model_len": 8192, "kv_cache_memory_bytes": 5}, "/not/read")
+    assert long["max_num_batched_tokens"] == 8192 and long["kv_cache_memory_bytes"] == 5
+    chunked = cpu_engine_kwargs({"enable_chunked_prefill": True}, "/not/read")
+    assert "max_num_batched_tokens" not in chunked
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert "kv_cache_memory_bytes" not in cpu_engine_kwargs({"max_model_len": 64}, "/not/read")
+
+
 def test_engine_kwargs():
     given = {"gpu_memory_utilization": 0.5, "logprobs_mode": "processed_logprobs"}
     kwargs = engine_kwargs("/models/m", given)
@@ -345,10 +378,10 @@ def test_engine_kwargs():
         engine_kwargs("/models/m", given, weight_sync="nccl")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_missing_vllm_says_how_to_install():
+def test_missing_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what an environment without vLLM imports
     assert VLLMEngine.holds_own_weights is True
-    with pytest.raises(ImportError, match=r"pip install 'torl-rllib\[vllm\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'torl-rllib\[vllm\]'.*scripts/setup.sh"):
         VLLMEngine("/models/m")
 
 
@@ -436,6 +469,8 @@ def fake_vllm(monkeypatch):
     }
     for name, attrs in modules.items():
         monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    # The engine arguments are passed through as on a GPU (cpu_engine_kwargs is tested on its own).
+    monkeypatch.setattr(vllm_engine, "cpu_engine_kwargs", lambda kwargs, model_path: dict(kwargs))
     FakeAsyncLLM.instances.clear()
     yield
     for llm in FakeAsyncLLM.instances:

@@ -35,7 +35,7 @@ from torl_rllib.rollout.engine import FinishReason, GenerationOutput, RolloutEng
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VLLMEngine", "engine_kwargs", "sampling_kwargs", "to_generation_output"]
+__all__ = ["VLLMEngine", "cpu_engine_kwargs", "engine_kwargs", "sampling_kwargs", "to_generation_output"]
 
 # ``vllm/config/model.py: ModelConfig.logprobs_mode``. "raw_logprobs" (vLLM's default) is
 # log_softmax(logits) *before* temperature; "processed_logprobs" is log_softmax of the logits
@@ -66,7 +66,7 @@ WEIGHT_SYNCS = ("ipc", "file")
 CPU_KV_CACHE_BYTES = 1 << 30
 
 
-def cpu_engine_kwargs(vllm_kwargs: Mapping[str, Any], max_model_len: int) -> dict[str, Any]:
+def cpu_engine_kwargs(vllm_kwargs: Mapping[str, Any], model_path: str) -> dict[str, Any]:
     """The caller's options plus what vLLM's CPU build needs to honour the contract.
 
     * No chunked prefill. When a prefill is split over engine steps, the sampler's draw for the
@@ -80,8 +80,12 @@ def cpu_engine_kwargs(vllm_kwargs: Mapping[str, Any], max_model_len: int) -> dic
     kwargs = dict(vllm_kwargs)
     kwargs.setdefault("enable_chunked_prefill", False)
     if not kwargs["enable_chunked_prefill"]:
-        kwargs["max_num_batched_tokens"] = max(kwargs.get("max_num_batched_tokens") or 0,
-                                               kwargs.get("max_model_len") or max_model_len, 2048)
+        context = kwargs.get("max_model_len")
+        if not context:
+            from transformers import AutoConfig
+
+            context = AutoConfig.from_pretrained(model_path).max_position_embeddings
+        kwargs["max_num_batched_tokens"] = max(kwargs.get("max_num_batched_tokens") or 0, context, 2048)
     if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     return kwargs
@@ -197,7 +201,8 @@ class VLLMEngine(RolloutEngine):
             if exc.name != "vllm":
                 raise
             raise ImportError(
-                "VLLMEngine needs vLLM: pip install 'torl-rllib[vllm]' on a GPU machine"
+                "VLLMEngine needs vLLM: pip install 'torl-rllib[vllm]' on a GPU machine, or "
+                "bash scripts/setup.sh (vLLM's CPU build) on a CPU one"
             ) from exc
         import torch
 
@@ -209,10 +214,7 @@ class VLLMEngine(RolloutEngine):
             os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self._asleep = False
         if not torch.cuda.is_available():
-            from transformers import AutoConfig
-
-            context = AutoConfig.from_pretrained(model_path).max_position_embeddings
-            vllm_kwargs = cpu_engine_kwargs(vllm_kwargs, context)
+            vllm_kwargs = cpu_engine_kwargs(vllm_kwargs, model_path)
         args = AsyncEngineArgs(**engine_kwargs(model_path, vllm_kwargs, sleep_mode=sleep_mode,
                                                weight_sync=self.weight_sync))
         self._weights_dir = weights_dir or (
@@ -328,6 +330,7 @@ class VLLMEngine(RolloutEngine):
         await self._llm.reset_prefix_cache(reset_running_requests=True)
 
     def shutdown(self) -> None:
+        """Stop the engine core and its workers (their processes end here, not at exit)."""
         if self._thread.is_alive():
 
             async def close():
@@ -338,6 +341,9 @@ class VLLMEngine(RolloutEngine):
                 self._run(close())
             finally:
                 self._stop_loop()
+                # Dropped now: AsyncLLM.__del__ shuts down again, which at interpreter exit
+                # fails on half-torn-down modules ("'NoneType' object is not callable").
+                self._llm = None
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
