@@ -145,3 +145,19 @@ def test_importance_clip_weights_each_token_by_its_truncated_ratio_to_the_sample
         for t in range(6):
             want = -ADV[r] * weights[r][t] / 5 if MASK[r][t] else 0.0
             assert grad[r, t].item() == pytest.approx(want, abs=1e-7)
+
+
+def test_rollout_mismatch_over_trainable_tokens_only():
+    """|log pi_learner - log pi_rollout| and the out-of-band ratio fraction, on the MASK/RATIO
+    batch above: loss tokens have ratios 1.5, 0.5, 1.1 and 0.5, 1.5 (the masked ones are 1)."""
+    from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import rollout_mismatch
+
+    rollout = torch.full((2, 6), -1.0)
+    learner = rollout + torch.tensor(RATIO).log()
+    learner[0, 4] = 50.0  # a tool token: masked, so never counted
+    stats = rollout_mismatch(learner, rollout, torch.tensor(MASK, dtype=torch.float32))
+    diffs = [math.log(1.5), math.log(2), math.log(1.1), math.log(2), math.log(1.5)]
+    assert stats["rollout_logprob_diff_mean"] == pytest.approx(sum(diffs) / 5, rel=1e-5)
+    assert stats["rollout_logprob_diff_max"] == pytest.approx(math.log(2), rel=1e-5)
+    assert stats["rollout_ratio_outside_band"] == pytest.approx(4 / 5)  # all but 1.1
+    assert rollout_mismatch(learner, rollout, torch.zeros(2, 6)) == {}

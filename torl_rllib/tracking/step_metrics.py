@@ -17,6 +17,9 @@ LEARNER_METRICS = {
     "clip_fraction": "clip_fraction",
     "approx_kl": "approx_kl",
     "kl_to_ref": "kl_to_ref",
+    "rollout_logprob_diff_mean": "rollout_logprob_diff_mean",
+    "rollout_logprob_diff_max": "rollout_logprob_diff_max",
+    "rollout_ratio_outside_band": "rollout_ratio_outside_band",
     "gradients_default_optimizer_global_norm": "grad_norm",
     "default_optimizer_learning_rate": "learning_rate",
 }

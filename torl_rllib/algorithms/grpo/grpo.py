@@ -36,7 +36,7 @@ from ray.tune.result import TRIAL_INFO
 from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
 from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES
+from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
 from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
@@ -635,6 +635,7 @@ class GRPO(Algorithm):
 
     def _learn(self, episodes: list) -> None:
         rng = np.random.default_rng([self.config.seed or 0, self.iteration])
+        first = True
         for _ in range(self.config.num_epochs):
             order = rng.permutation(len(episodes))
             for idx in np.array_split(order, self.config.minibatches_per_step):
@@ -649,8 +650,10 @@ class GRPO(Algorithm):
                         GLOBAL_LOSS_TOKENS: float(sum(
                             ep.get_extra_model_outputs(LOSS_MASK, 0).sum() for ep in minibatch)),
                         GLOBAL_SEQUENCES: float(len(minibatch)),
+                        UPDATE_START: float(first),
                     },
                 )
+                first = False
                 self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
     def _sync_weights(self) -> tuple:

@@ -12,12 +12,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from torl_rllib.algorithms.grpo.grpo_learner import (
-    APPROX_KL_KEY, CLIP_FRACTION_KEY, LOSS_AGG_MODES, NUM_LOSS_TOKENS_KEY, REF_KL_KEY, GRPOLearner,
+    APPROX_KL_KEY, CLIP_FRACTION_KEY, LOGPROB_DIFF_MAX_KEY, LOGPROB_DIFF_MEAN_KEY, LOSS_AGG_MODES,
+    MISMATCH_RATIO_BAND, NUM_LOSS_TOKENS_KEY, RATIO_OUTSIDE_KEY, REF_KL_KEY, GRPOLearner,
 )
 from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
 from torl_rllib.core.learner.torch.sharded_torch_learner import ShardedTorchLearner
 
 SUMMED_STATS = (POLICY_LOSS_KEY, NUM_LOSS_TOKENS_KEY)  # the rest are means over loss tokens
+MAX_STATS = (LOGPROB_DIFF_MAX_KEY,)
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
 
 
@@ -97,6 +99,8 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
             }
             if config.kl_coef:
                 stats[REF_KL_KEY] = mean(ref_kl)
+            if self._update_start:
+                stats.update(rollout_mismatch(logprobs.detach(), batch[OLD_LOGPROBS], mask))
         self._micro_batch_stats.setdefault(module_id, []).append(
             {k: v.item() if torch.is_tensor(v) else v for k, v in stats.items()})
         return loss
@@ -138,6 +142,7 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
             tokens = sum(part[NUM_LOSS_TOKENS_KEY] for part in parts)
             merged = {
                 key: sum(part[key] for part in parts) if key in SUMMED_STATS
+                else max(part[key] for part in parts) if key in MAX_STATS
                 else sum(part[key] * part[NUM_LOSS_TOKENS_KEY] for part in parts) / max(tokens, 1.0)
                 for key in parts[0]
             }
@@ -147,6 +152,24 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
     def get_parameters(self, module):
         # Only trainable weights reach the optimizer (never the frozen reference model).
         return [p for p in module.parameters() if p.requires_grad]
+
+
+def rollout_mismatch(learner_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor,
+                     mask: torch.Tensor) -> dict[str, float]:
+    """How the rollout engine's log-probabilities of the trainable tokens differ from the
+    learner's: mean and max absolute difference, and the fraction of tokens whose probability
+    ratio lies outside ``MISMATCH_RATIO_BAND``."""
+    keep = mask > 0
+    if not keep.any():
+        return {}
+    diff = (learner_logprobs - rollout_logprobs)[keep].float()
+    low, high = MISMATCH_RATIO_BAND
+    ratio = diff.exp()
+    return {
+        LOGPROB_DIFF_MEAN_KEY: diff.abs().mean().item(),
+        LOGPROB_DIFF_MAX_KEY: diff.abs().max().item(),
+        RATIO_OUTSIDE_KEY: ((ratio < low) | (ratio > high)).float().mean().item(),
+    }
 
 
 def micro_batches(batch: dict, size: int | None):
