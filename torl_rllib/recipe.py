@@ -383,9 +383,12 @@ def validate_sections(data: dict) -> list[str]:
     except (TypeError, ValueError) as exc:
         problems.append(str(exc))
     else:
+        # Everything GRPOConfig.validate() would reject, except what the sections above
+        # already reported in the recipe's own words (each message starts with the key).
+        checked_above = ("train_data", "model_config:", "tracking:", "evaluation_interval", "evaluation_protocol:")
         for problem in config.problems():
             param = problem.split(" ", 1)[0]
-            if param in ("train_data", "the") or param.startswith("evaluation_"):  # checked above
+            if param in checked_above:
                 continue
             section = next((n for n, schema in sections.items() if param in schema), None)
             problems.append(f"{section}.{problem}" if section else problem)

@@ -44,6 +44,34 @@ def test_out_of_range_values_list_the_valid_choices():
     assert any(p.startswith("sandbox:") and "timeout_s" in p for p in found)
 
 
+@pytest.mark.parametrize("overrides", [
+    ["rollout.rollout_engine=vllm", "rollout.top_p=0.9"],
+    ["rollout.rollout_engine=vllm", "rollout.top_k=5"],
+    ["resources.colocate=true", "training.max_staleness=1"],
+    ["resources.learner_strategy=fsdp"],
+    ["resources.fsdp={cpu_offload: true}", "resources.num_learners=1"],
+    ["training.minibatches_per_step=1000"],
+    ["rollout.rollout_engine=vllm"],  # valid: both layers accept it
+    [],
+])
+def test_check_rejects_exactly_what_the_config_rejects(overrides):
+    """`torl-rllib check` (the recipe layer) and GRPOConfig.validate() agree on every setting."""
+    raw = load_recipe(RECIPE).data
+    from torl_rllib.recipe import apply_overrides, recipe_from_dict
+
+    try:
+        recipe_from_dict(raw, RECIPE.parent, overrides)
+        check_error = None
+    except RecipeError as exc:
+        check_error = exc
+    from torl_rllib.recipe import Recipe
+
+    config_errors = Recipe(name="x", data=apply_overrides(raw, overrides)).build_config().problems()
+    assert (check_error is None) == (not config_errors), (check_error, config_errors)
+    for message in config_errors:  # each of the config's messages, in the recipe's report
+        assert any(message in problem for problem in check_error.problems), (message, check_error.problems)
+
+
 def test_missing_files_are_named(tmp_path):
     found = problems(f"model.path={tmp_path / 'no-model'}", f"data.train={tmp_path / 'no.jsonl'}")
     assert f"model.path: '{tmp_path / 'no-model'}' does not exist" in found

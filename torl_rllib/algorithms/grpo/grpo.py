@@ -380,8 +380,9 @@ class GRPOConfig(AlgorithmConfig):
         check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
         check(self.rollout_engine != "vllm" or (self.top_p == 1.0 and self.top_k == 0),
-              "the vllm engine reports logprobs after top-p/top-k truncation, which the learner does "
-              "not recompute: use top_p=1.0 and top_k=0 with rollout_engine='vllm'")
+              f"top_p {self.top_p} / top_k {self.top_k}: the vllm engine reports logprobs after "
+              "top-p/top-k truncation, which the learner does not recompute: use top_p=1.0 and "
+              "top_k=0 with rollout_engine='vllm'")
         check(self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
               f"num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got {self.num_threads!r}")
         check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
@@ -389,7 +390,7 @@ class GRPOConfig(AlgorithmConfig):
               f"observation_style {self.observation_style!r} is not one of {list(OBSERVATION_STYLES)}")
         check(self.train_data is not None, "train_data is required (.task(train_data=...))")
         check(bool((self._model_config or {}).get("path")),
-              "the policy model is required (.rl_module(model_config={'path': ...}))")
+              "model_config: the policy model path is required (.rl_module(model_config={'path': ...}))")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.learner_strategy in LEARNER_STRATEGIES,
               f"learner_strategy {self.learner_strategy!r} is not one of {list(LEARNER_STRATEGIES)}")
