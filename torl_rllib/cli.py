@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     _quiet_console(getattr(args, "verbose", False))
+    from torl_rllib.checkpoint_manifest import DamagedCheckpoint, verify_checkpoint
     from torl_rllib.recipe import RecipeError, load_recipe
 
     try:
@@ -113,18 +114,31 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
         if args.resume in ("auto", "latest"):
-            from torl_rllib.train import latest_checkpoint
+            from torl_rllib.train import _truncate_metrics_log, newest_intact_checkpoint
 
-            found = latest_checkpoint(output_dir)
+            # Newest first; a damaged checkpoint is skipped (one line each) for the next older one.
+            found, skipped = newest_intact_checkpoint(output_dir)
+            for damage in skipped:
+                print(f"warning: skipping {damage}", file=sys.stderr)
             if found is None and args.resume == "latest":
+                if skipped:
+                    print(f"error: --resume latest: no intact checkpoint in {output_dir / 'checkpoints'} "
+                          f"({len(skipped)} damaged, above)", file=sys.stderr)
+                    return 2
                 raise RecipeError([f"--resume latest: no complete checkpoint in {output_dir / 'checkpoints'}"],
                                   "command line")
-            print(f"resuming from {found}" if found else f"no checkpoint in {output_dir}: starting fresh",
-                  file=sys.stderr)
+            if found:
+                print(f"resuming from {found}", file=sys.stderr)
+            else:  # the steps of the earlier attempt are redone: metrics.jsonl holds each step once
+                print(f"warning: no {'intact ' if skipped else ''}checkpoint in {output_dir}: starting fresh",
+                      file=sys.stderr)
+                _truncate_metrics_log(output_dir / "metrics.jsonl", 0)
             args.resume = str(found) if found else None
         elif args.resume and not Path(args.resume).is_dir():
             raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")
-    except (RecipeError, FileNotFoundError) as exc:
+        elif args.resume:
+            verify_checkpoint(args.resume)
+    except (RecipeError, FileNotFoundError, DamagedCheckpoint) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -132,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run_training(recipe, output_dir, resume=args.resume, verbose=args.verbose)
+    except DamagedCheckpoint as exc:  # damaged after the check above (the restore verifies again)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"aborted: the newest checkpoint under {output_dir / 'checkpoints'} is the last complete one",
               file=sys.stderr)
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{summary['status'].lower()}: {summary['steps']} steps in {summary['wall_time_s']:.0f}s | "
         f"accuracy {fmt('accuracy')} | code ratio {fmt('code_ratio')} | "
+        f"failed trajectories {summary['failed_trajectories']['total']} "
+        f"({summary['failed_trajectories']['fraction']:.1%}) | "
         f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
     )
     if summary.get("error"):

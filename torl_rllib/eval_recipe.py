@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torl_rllib.checkpoint_manifest import MANIFEST_NAME, verify_checkpoint
 from torl_rllib.recipe import (RESOURCE_KEYS, RecipeError, _check_keys, _suggest, apply_overrides,
                                read_yaml_mapping, section_schemas)
 
@@ -102,11 +103,12 @@ class EvalSpec:
 
 
 def resolve_model(target: str) -> ModelSource:
-    """MODEL_OR_CHECKPOINT → what to evaluate; ``RecipeError`` when it is neither."""
+    """MODEL_OR_CHECKPOINT → what to evaluate; ``RecipeError`` when it is neither, ``DamagedCheckpoint``
+    when it is a checkpoint that fails verification."""
     path = Path(target).expanduser()
     if path.is_dir() and (path / "checkpoints" / "latest").is_file():  # a run directory
         path = path / "checkpoints" / (path / "checkpoints" / "latest").read_text().strip()
-    if path.is_dir() and (path / CHECKPOINT_MARKER).is_file():
+    if path.is_dir() and ((path / CHECKPOINT_MARKER).is_file() or (path / MANIFEST_NAME).is_file()):
         return _checkpoint_source(path.resolve())
     if path.is_dir() and (path / "config.json").is_file():
         return ModelSource(str(path.resolve()))
@@ -124,6 +126,7 @@ def resolve_model(target: str) -> ModelSource:
 
 
 def _checkpoint_source(checkpoint: Path) -> ModelSource:
+    verify_checkpoint(checkpoint)  # DamagedCheckpoint (one line, naming the file): reported by the CLI
     try:
         with open(checkpoint / "class_and_ctor_args.pkl", "rb") as f:
             config = pickle.load(f)["ctor_args_and_kwargs"][0][0]

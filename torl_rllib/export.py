@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
+from torl_rllib.checkpoint_manifest import verify_checkpoint
 from torl_rllib.modules.causal_lm_module import MODEL_PREFIX
 
 
@@ -40,6 +41,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(
             f"{checkpoint} is not a torl-rllib checkpoint (no {module_dir.relative_to(Path(checkpoint))})"
         )
+    verify_checkpoint(checkpoint)  # DamagedCheckpoint names the damaged file
     module = RLModule.from_checkpoint(str(module_dir))
     model = module.model
     if module.lora:  # the adapter alone (PEFT's format), then the merged model

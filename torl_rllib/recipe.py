@@ -80,6 +80,11 @@ class RunSettings:
     export_final: bool = True  # write the final policy as a Hugging Face model directory
     # After SIGTERM/SIGHUP/Ctrl-C, how long the step in flight may take before it is abandoned.
     preemption_grace_s: float = 30.0
+    # A run stops when failure_patience steps in a row each had at least max_failed_fraction of
+    # their trajectories failed (or none trainable). None: GRPOConfig's defaults (0.5, 3), which
+    # live there so that Tune trials and notebooks stop alike (GRPOConfig.fault_tolerance).
+    max_failed_fraction: float | None = None
+    failure_patience: int | None = None
 
 
 @dataclass
@@ -119,8 +124,9 @@ class Recipe:
                   reward=dict(d.get("reward", {})))
             .sandbox(**d.get("sandbox", {}))
         )
-        if d.get("fault_tolerance"):
-            config.fault_tolerance(**d["fault_tolerance"])
+        run = {k: v for k, v in d.get("run", {}).items() if k in ("max_failed_fraction", "failure_patience")}
+        if d.get("fault_tolerance") or any(v is not None for v in run.values()):
+            config.fault_tolerance(**d.get("fault_tolerance", {}), **{k: v for k, v in run.items() if v is not None})
         evaluation = d.get("evaluation", {})
         if evaluation.get("interval"):
             config.evaluation(

@@ -25,6 +25,7 @@ import yaml
 
 from torl_rllib.algorithms.grpo import rollout_metrics as rm
 from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue
+from torl_rllib.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY
@@ -147,23 +148,56 @@ class Checkpoints:
         return final
 
 
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """A run directory's complete checkpoints, newest first: the one ``checkpoints/latest``
+    names (if it is complete), then every complete ``step_N`` of an earlier step, highest first.
+    Without a usable ``latest``, every complete ``step_N``, highest first."""
+    folder = output_dir / "checkpoints"
+    # Complete: renamed from .partial, so RLlib's metadata or our manifest is there (both, unless damaged).
+    complete = lambda path: (path / "rllib_checkpoint.json").is_file() or (path / MANIFEST_NAME).is_file()  # noqa: E731
+    steps = sorted((p for p in folder.glob("step_*") if p.name[5:].isdigit() and complete(p)),
+                   key=lambda p: int(p.name[5:]), reverse=True)
+    named = folder / "latest"
+    name = named.read_text().strip() if named.is_file() else ""
+    if name and complete(folder / name):
+        newest = int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else float("inf")
+        return [folder / name, *(p for p in steps if int(p.name[5:]) < newest)]
+    return steps
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run directory (``checkpoints/latest`` if it names a
     complete one, else the highest ``step_N`` that is complete), or None."""
-    folder = output_dir / "checkpoints"
-    complete = lambda path: (path / "rllib_checkpoint.json").is_file()  # noqa: E731 - .partial ones are not
-    named = folder / "latest"
-    if named.is_file() and complete(folder / named.read_text().strip()):
-        return folder / named.read_text().strip()
-    steps = sorted((p for p in folder.glob("step_*") if p.name[5:].isdigit() and complete(p)), key=lambda p: int(p.name[5:]))
-    return steps[-1] if steps else None
+    found = complete_checkpoints(output_dir)
+    return found[0] if found else None
+
+
+def newest_intact_checkpoint(output_dir: Path) -> tuple[Path | None, list[DamagedCheckpoint]]:
+    """The newest complete checkpoint (``complete_checkpoints`` order) that passes
+    ``verify_checkpoint``, or None; and the damaged ones skipped on the way, newest first."""
+    skipped = []
+    for checkpoint in complete_checkpoints(output_dir):
+        try:
+            verify_checkpoint(checkpoint)
+        except DamagedCheckpoint as damage:
+            skipped.append(damage)
+        else:
+            return checkpoint, skipped
+    return None, skipped
 
 
 def _truncate_metrics_log(path: Path, step: int) -> None:
-    """Drop the lines of steps after ``step`` (logged before a crash, redone after the resume)."""
+    """Drop the lines of steps after ``step`` (logged before a crash, redone after the resume),
+    and a line cut short (a crash or a full disk mid-write)."""
+    def kept(line: str) -> bool:
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except ValueError:
+            return False
+
     if path.exists():
         lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+        path.write_text("".join(line if line.endswith("\n") else line + "\n" for line in lines if kept(line)))
 
 
 def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, verbose: bool = False) -> dict[str, Any]:
@@ -199,6 +233,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     metrics_log = (output_dir / "metrics.jsonl").open("a")  # one line per step, for scripts
     error: str | None = None
     interrupted_by: int | None = None  # the exit code an interrupting signal asks for
+    seen_failures: set[str] = set()  # failure kinds already printed in this run
     start = time.perf_counter()
     try:
         with _GracefulInterrupt(run.preemption_grace_s) as interrupt, tqdm(
@@ -222,13 +257,18 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 history.append(metrics)
                 metrics_log.write(json.dumps(metrics) + "\n")
                 metrics_log.flush()
+                _report_new_failures(algo.last_failures, step, seen_failures)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     checkpoints.save(algo)
+                failed = metrics.get(rm.FAILED_FRACTION, 0.0)
                 bar.set_postfix(
                     {k: f"{metrics.get(v, float('nan')):.2f}" for k, v in PROGRESS_FIELDS.items()}
+                    | ({"failed": f"{failed:.0%}"} if failed else {})
                     | {"s/step": f"{metrics.get('time/step_s', 0):.1f}"}
                 )
                 bar.update(1)
+                if algo.unhealthy is not None:  # logged above; stop with the cause named
+                    raise algo.unhealthy
             if interrupt.requested:
                 algo.run_status = "KILLED"
                 interrupted_by = interrupt.exit_code
@@ -279,12 +319,24 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     return summary
 
 
+def _report_new_failures(failures: list[dict], step: int, seen: set[str]) -> None:
+    """Print each failure kind the first time it occurs in the run, with its cause."""
+    for failure in failures:
+        if failure["kind"] not in seen:
+            seen.add(failure["kind"])
+            logger.error("step %d: %d trajectories failed: %s (counted as failed/%s from now on)",
+                         step, failure["count"], failure["example"], failure["kind"])
+
+
 def summarize(recipe, history, wall_s, checkpoint, run_id, status) -> dict[str, Any]:
-    """First/final/best of the headline metrics, for scripts to read."""
+    """First/final/best of the headline metrics, and the failed trajectories, for scripts to read."""
+    failed = sum(h.get(rm.FAILED, 0.0) for h in history)
+    trajectories = sum(h.get("trajectories", 0.0) for h in history)
     summary: dict[str, Any] = {
         "name": recipe.name, "status": status, "steps": int(history[-1]["step"]) if history else 0,
         "wall_time_s": round(wall_s, 2), "checkpoint": str(checkpoint) if checkpoint else None,
         "mlflow_run_id": run_id,
+        "failed_trajectories": {"total": int(failed), "fraction": failed / trajectories if trajectories else 0.0},
     }
     for key in HEADLINE:
         values = [h[key] for h in history if key in h]

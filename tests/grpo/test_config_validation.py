@@ -46,7 +46,7 @@ def test_all_problems_are_reported_at_once():
         "importance_clip must be null (off) or a number >= 1, got 0.5",
         "num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got 0",
         "train_data is required",
-        "the policy model is required (.rl_module(model_config={'path': ...}))",
+        "model_config: the policy model path is required (.rl_module(model_config={'path': ...}))",
     ]
     missing = [line for line in expected if line not in message]
     assert not missing, f"not reported: {missing}\nin:\n{message}"

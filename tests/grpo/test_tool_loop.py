@@ -143,15 +143,72 @@ def test_last_python_block(text, code):
     assert last_python_block(text) == code
 
 
-def test_executor_exception_marks_the_trajectory(tokenizer):
+def test_executor_exception_marks_the_trajectory_after_its_retries(tokenizer):
+    calls = []
+
     async def broken(code):
+        calls.append(code)
         raise ConnectionError("sandbox actor died")
 
     traj = loop(ScriptedEngine(tokenizer, CODE_SEGMENT + ANSWER), broken, tokenizer,
-                max_tool_calls=1, max_response_tokens=2000)
+                max_tool_calls=1, max_response_tokens=2000, infra_retries=2, retry_backoff_s=0.01)
 
-    assert traj.error == "ConnectionError: sandbox actor died"
+    assert traj.error == "sandbox_failed: ConnectionError: sandbox actor died"
+    assert len(calls) == 3 and len(set(calls)) == 1, "the same snippet, tried 1 + 2 times"
+    assert traj.retries == {"sandbox_failed": 2}
     assert traj.tool_calls == [] and 0 not in traj.loss_mask, "no observation after a failed call"
+
+
+def test_infrastructure_failures_that_recover_leave_the_trajectory_unchanged(tokenizer, sandbox):
+    """A generation that raised is asked again with the same request (seed included), a tool
+    call whose pool failed runs the same snippet again: the trajectory is the undisturbed one."""
+    undisturbed = loop(ScriptedEngine(tokenizer, CODE_SEGMENT + ANSWER), sandbox, tokenizer,
+                       max_tool_calls=1, max_response_tokens=2000)
+
+    class FlakyEngine(ScriptedEngine):
+        failed = False
+
+        async def generate(self, prompt_ids, params):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("engine core restarted")
+            return await super().generate(prompt_ids, params)
+
+    seen, tries = [], []
+
+    async def flaky_sandbox(code):
+        tries.append(code)
+        if len(tries) == 1:
+            raise ConnectionError("pool restarting")
+        return await sandbox(code)
+
+    engine = FlakyEngine(tokenizer, CODE_SEGMENT + ANSWER)
+    original = engine.generate
+
+    async def recording(prompt_ids, params):
+        seen.append(params)
+        return await original(prompt_ids, params)
+
+    engine.generate = recording
+    traj = loop(engine, flaky_sandbox, tokenizer, max_tool_calls=1, max_response_tokens=2000, retry_backoff_s=0.01)
+    assert traj.error is None, traj.error
+    assert traj.retries == {"engine_failed": 1, "sandbox_failed": 1}
+    assert seen[0] == seen[1], "the retried generation is the same request, seed included"
+    assert tries[0] == tries[1]
+    assert traj.response_ids == undisturbed.response_ids and traj.loss_mask == undisturbed.loss_mask
+
+
+def test_a_failure_keeps_its_exception_chain_to_the_root(tokenizer):
+    class ChainedFailure(ScriptedEngine):
+        async def generate(self, prompt_ids, params):
+            try:
+                raise OverflowError("can't serialize ints < -2**63 or > 2**64 - 1")
+            except OverflowError as exc:
+                raise LookupError() from exc  # an empty message, as vLLM's EngineGenerateError
+
+    traj = loop(ChainedFailure(tokenizer, ANSWER), None, tokenizer, max_tool_calls=1, max_response_tokens=50,
+                infra_retries=0)
+    assert traj.error == "engine_failed: LookupError <- OverflowError: can't serialize ints < -2**63 or > 2**64 - 1"
 
 
 def test_sandbox_failure_marks_the_trajectory(tokenizer):
@@ -160,7 +217,7 @@ def test_sandbox_failure_marks_the_trajectory(tokenizer):
     pool = WarmJailPool(SandboxConfig(jails=1, timeout_s=3.0))
     pool.close()  # a dead pool answers with failed results (ExecutionResult.error), never raises
     traj = loop(ScriptedEngine(tokenizer, CODE_SEGMENT + ANSWER), SandboxExecutor(pool), tokenizer,
-                max_tool_calls=1, max_response_tokens=2000)
+                max_tool_calls=1, max_response_tokens=2000, retry_backoff_s=0.01)
 
     assert traj.error is not None and traj.error.startswith("sandbox_failed: "), traj.error
     assert traj.tool_calls == []

@@ -15,10 +15,15 @@ that queue, as in ``SandboxPool``). The tool output itself is a fixed function o
 (``--sandbox nsjail`` runs the code in a real warm-jail pool of that many jails instead).
 
 It prints the rollout wall time of both, the ratio, the generator-busy fraction (time the
-engine had at least one runnable sequence / rollout time) and tokens per second; then, without
-tools and with greedy decoding (so both produce the very same tokens), our engine's tokens/s
-against plain ``model.generate`` on the same prompts (all distinct) and budget. ``--json`` prints one object
-with ``speedup_vs_barrier``, ``generator_busy_fraction`` and ``tokens_per_s_vs_generate``.
+engine had at least one runnable sequence / rollout time; the HF engine's own count, vLLM keeps
+none) and tokens per second; then, without tools and with greedy decoding, the engine's
+tokens/s against plain ``model.generate`` on the same prompts (all distinct) and budget.
+``--json`` prints one object with ``speedup_vs_barrier``, ``generator_busy_fraction`` and
+``tokens_per_s_vs_generate``.
+
+``--engine hf|vllm|both`` picks the engine (vLLM: its CPU build on a CPU machine); ``both`` runs
+the same prompts and seeds on each, one after the other, and prints them side by side (``--json``:
+``{"engines": {"hf": {...}, "vllm": {...}}}``).
 """
 
 from __future__ import annotations
@@ -147,10 +152,26 @@ def run_tool_rollout(engine, tokenizer, prompts, group, loop_config, latency, se
 
         return await asyncio.gather(*(one(i, p) for i, p in trajectories))
 
-    busy, tokens, start = engine.stats.busy_s, engine.stats.generated_tokens, time.perf_counter()
+    busy, start = _busy_s(engine), time.perf_counter()
     trajectories = asyncio.run(rollout())
     wall = time.perf_counter() - start
-    return wall, engine.stats.busy_s - busy, engine.stats.generated_tokens - tokens, trajectories
+    busy = None if busy is None else _busy_s(engine) - busy
+    return wall, busy, sum(t.num_model_tokens for t in trajectories), trajectories
+
+
+def _busy_s(engine) -> float | None:
+    """Seconds the engine has had a runnable sequence (the HF engine counts them; vLLM does not)."""
+    stats = getattr(engine, "stats", None)
+    return None if stats is None else stats.busy_s
+
+
+def build_engine(name: str, model_path: str, model, tokenizer, max_batch_size: int):
+    """The engine under test: ``hf`` over ``model``, or ``vllm`` loading ``model_path`` (float32)."""
+    if name == "hf":
+        return HFEngine(model, tokenizer, max_batch_size=max_batch_size)
+    from torl_rllib.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(model_path, dtype="float32", max_num_seqs=max_batch_size)
 
 
 def run_no_tool(engine, model, prompts, budget, pad_id, eos_ids):
@@ -191,6 +212,8 @@ def main(argv=None) -> dict:
                         help="stub: a fixed output per code; nsjail: run the code in a warm-jail pool")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--engine", choices=["hf", "vllm", "both"], default="hf",
+                        help="the rollout engine (both: each on the same prompts and seeds)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.threads:
@@ -200,7 +223,19 @@ def main(argv=None) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    engine = HFEngine(model, tokenizer, max_batch_size=args.max_batch_size)
+    names = ["hf", "vllm"] if args.engine == "both" else [args.engine]
+    reports = {name: measure(name, args, model, tokenizer) for name in names}
+    if args.json:
+        print(json.dumps(reports[names[0]] if len(names) == 1 else {"engines": reports}))
+    else:
+        for name, report in reports.items():
+            print_report(name, report, args)
+    return reports[names[0]] if len(names) == 1 else reports
+
+
+def measure(name: str, args, model, tokenizer) -> dict:
+    """Both rollout modes, then the no-tool comparison, on engine ``name``."""
+    engine = build_engine(name, args.model, model, tokenizer, args.max_batch_size)
     prompts = load_prompts(tokenizer, Path(args.data), args.problems, args.template)
     loop_config = ToolLoopConfig(max_tool_calls=args.max_tool_calls, max_response_tokens=args.budget)
     latency = Latency(slow_fraction=args.slow_fraction)
@@ -221,10 +256,13 @@ def main(argv=None) -> dict:
                 runs[mode].append({"wall_s": wall, "busy_s": busy, "tokens": tokens,
                                    "tool_calls": sum(len(t.tool_calls) for t in trajs),
                                    "ids": [t.response_ids for t in trajs]})
-                log(f"  {mode:8s} run {repeat + 1}: {wall:6.2f} s, {tokens} tokens, busy {busy / wall:.0%}")
+                log(f"  {name} {mode:8s} run {repeat + 1}: {wall:6.2f} s, {tokens} tokens"
+                    + ("" if busy is None else f", busy {busy / wall:.0%}"))
         same = sum(a == b for a, b in zip(runs["ours"][0]["ids"], runs["barrier"][0]["ids"]))
         distinct = load_prompts(tokenizer, Path(args.data), args.problems * args.group, args.template)
-        no_tool = [run_no_tool(engine, model, distinct, args.budget, engine.pad_id, engine.eos_ids)
+        eos = model.generation_config.eos_token_id
+        eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])}
+        no_tool = [run_no_tool(engine, model, distinct, args.budget, tokenizer.pad_token_id, eos_ids)
                    for _ in range(args.repeats)]
     finally:
         engine.shutdown()
@@ -234,10 +272,16 @@ def main(argv=None) -> dict:
     def median(mode, key):
         return statistics.median(r[key] for r in runs[mode])
 
+    def busy_fraction(mode):
+        if runs[mode][0]["busy_s"] is None:
+            return None
+        return statistics.median(r["busy_s"] / r["wall_s"] for r in runs[mode])
+
     ours_wall, barrier_wall = median("ours", "wall_s"), median("barrier", "wall_s")
     ours_tps = statistics.median(n / s for s, n, _, _ in no_tool)
     generate_tps = statistics.median(n / s for _, _, s, n in no_tool)
-    report = {
+    return {
+        "engine": name,
         "trajectories": args.problems * args.group,
         "max_tool_calls": args.max_tool_calls,
         "jails": args.jails,
@@ -246,8 +290,8 @@ def main(argv=None) -> dict:
         "ours_rollout_s": ours_wall,
         "barrier_rollout_s": barrier_wall,
         "speedup_vs_barrier": barrier_wall / ours_wall,
-        "generator_busy_fraction": statistics.median(r["busy_s"] / r["wall_s"] for r in runs["ours"]),
-        "barrier_generator_busy_fraction": statistics.median(r["busy_s"] / r["wall_s"] for r in runs["barrier"]),
+        "generator_busy_fraction": busy_fraction("ours"),
+        "barrier_generator_busy_fraction": busy_fraction("barrier"),
         "ours_tokens_per_s": statistics.median(r["tokens"] / r["wall_s"] for r in runs["ours"]),
         "barrier_tokens_per_s": statistics.median(r["tokens"] / r["wall_s"] for r in runs["barrier"]),
         "no_tool_tokens": no_tool[0][1],
@@ -257,20 +301,21 @@ def main(argv=None) -> dict:
         "tokens_per_s_vs_generate": ours_tps / generate_tps,
         "repeats": args.repeats,
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{report['trajectories']} trajectories, C={args.max_tool_calls}, {report['tool_calls']} tool calls "
-              f"({args.slow_fraction:.0%} slow, {args.jails} jails), {same}/{report['trajectories']} identical in both modes")
-        print(f"rollout wall   ours {ours_wall:6.2f} s   barrier {barrier_wall:6.2f} s   "
-              f"speedup {report['speedup_vs_barrier']:.2f}x")
+
+
+def print_report(name: str, report: dict, args) -> None:
+    print(f"[{name}] {report['trajectories']} trajectories, C={args.max_tool_calls}, {report['tool_calls']} tool "
+          f"calls ({args.slow_fraction:.0%} slow, {args.jails} jails), {report['identical_trajectories']}/"
+          f"{report['trajectories']} identical in both modes")
+    print(f"rollout wall   ours {report['ours_rollout_s']:6.2f} s   barrier {report['barrier_rollout_s']:6.2f} s   "
+          f"speedup {report['speedup_vs_barrier']:.2f}x")
+    if report["generator_busy_fraction"] is not None:
         print(f"generator busy ours {report['generator_busy_fraction']:6.1%}   "
               f"barrier {report['barrier_generator_busy_fraction']:6.1%}")
-        print(f"tokens/s       ours {report['ours_tokens_per_s']:6.0f}     barrier {report['barrier_tokens_per_s']:6.0f}")
-        print(f"no tool, greedy: ours {ours_tps:.0f} tokens/s, model.generate {generate_tps:.0f} tokens/s "
-              f"({report['tokens_per_s_vs_generate']:.2f}x; {report['no_tool_tokens']} vs "
-              f"{report['no_tool_generate_tokens']} tokens)")
-    return report
+    print(f"tokens/s       ours {report['ours_tokens_per_s']:6.0f}     barrier {report['barrier_tokens_per_s']:6.0f}")
+    print(f"no tool, greedy: ours {report['no_tool_tokens_per_s']:.0f} tokens/s, model.generate "
+          f"{report['generate_tokens_per_s']:.0f} tokens/s ({report['tokens_per_s_vs_generate']:.2f}x; "
+          f"{report['no_tool_tokens']} vs {report['no_tool_generate_tokens']} tokens)")
 
 
 if __name__ == "__main__":

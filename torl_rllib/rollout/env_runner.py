@@ -5,9 +5,12 @@ engine and the sandbox (no batch barrier); each is graded, rewarded, and its gro
 advantages computed here, where the whole group lives; then one single-step
 ``SingleAgentEpisode`` per trajectory is returned (prompt ids as observation, response ids
 as the action, per-token logprobs / loss mask / advantage / weights version as extra model
-outputs). A trajectory whose generation, tool call or grading fails is dropped and counted;
-it never fails the step. ``evaluate_problems`` (evaluation) runs the same tool loop, sandbox
-and grader with an evaluation protocol and returns graded per-problem results.
+outputs). Infrastructure failures are retried where they happen (the tool loop: generation and
+tool calls; here: grading); a trajectory that still fails takes its whole group out of the update
+(no advantages over a partial group: the missing sample would bias its group's baseline), is
+counted by failure kind with an example message, and never fails the step. ``evaluate_problems``
+(evaluation) runs the same tool loop, sandbox and grader with an evaluation protocol and returns
+graded per-problem results.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import gymnasium as gym
@@ -38,6 +41,7 @@ from torl_rllib.core.advantages import group_advantages
 from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.evaluation.results import ProblemResult, SampleResult
 from torl_rllib.rollout.engine import SamplingParams, derive_seed
+from torl_rllib.rollout.failures import GRADING_FAILED, PROMPT_TOO_LONG, describe_failure, failure_kind
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
 from torl_rllib.rollout.tool_use import tool_use
 from torl_rllib.tasks import RewardConfig, available_cpus, compute_reward, grade, render_prompt
@@ -74,6 +78,7 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             max_response_tokens=config.max_response_tokens,
             budget_counts_tool_output=config.budget_counts_tool_output,
             observation_style=config.observation_style,
+            infra_retries=config.infra_retries,
         )
         self._sampling = SamplingParams(
             max_new_tokens=config.max_response_tokens, temperature=config.temperature,
@@ -92,8 +97,9 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         execute = self._executor()  # looked up outside the event loop (it may block on Ray)
         seed = lambda problem, k: derive_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
         stats = Counter(groups=len(problems))
+        grading = self._graded_group(stats)
         groups = self._loop.run(self._rollout(
-            problems, prompts, self.config.group_size, self._sampling, seed, execute, self._graded_group(stats)))
+            problems, prompts, self.config.group_size, self._sampling, seed, execute, grading))
         stats["rollout_s"] = time.perf_counter() - start
         episodes, samples = [], []
         for problem, scored in zip(problems, groups):
@@ -105,13 +111,17 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         self.num_env_steps_sampled_lifetime += len(episodes)
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, len(episodes), reduce="sum")
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(episodes), reduce="lifetime_sum")
-        return episodes, {"stats": dict(stats), "samples": samples}
+        return episodes, {"stats": dict(stats), "samples": samples, "failures": grading.examples}
 
     def _graded_group(self, stats: Counter):
-        """What a finished group becomes: (trajectory, reward, grade, advantage) per kept trajectory."""
+        """What a finished group becomes: (trajectory, reward, grade, advantage) per trajectory;
+        nothing when one of them failed."""
 
         def finish(problem, outcomes) -> list:
-            kept = [(traj, *outcome) for traj, outcome in outcomes if outcome is not None]
+            if any(outcome is None for _, outcome in outcomes):
+                stats["dropped_groups"] += 1
+                return []
+            kept = [(traj, *outcome) for traj, outcome in outcomes]
             advantages = group_advantages([reward for _, reward, _ in kept], scale=self.config.scale_advantages)
             zero_variance = len(kept) > 0 and not np.any(advantages)
             stats["zero_variance_groups"] += zero_variance
@@ -135,7 +145,8 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
 
         async def one(problem, prompt_ids, k):
             if len(prompt_ids) > self.config.max_prompt_tokens:
-                traj = Trajectory(prompt_ids, error=f"prompt_too_long: {len(prompt_ids)} tokens")
+                traj = Trajectory(prompt_ids, error=describe_failure(
+                    PROMPT_TOO_LONG, f"{len(prompt_ids)} tokens > max_prompt_tokens {self.config.max_prompt_tokens}"))
             else:
                 traj = await run_trajectory(
                     self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k))
@@ -193,15 +204,22 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         """Grade one trajectory and update the statistics; None when it failed."""
         stats["trajectories"] += 1
         if traj.error is None:
-            try:
-                text = self.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
-                result = grade(text, problem.answer, timeout_s=self.config.grade_timeout_s)
-                reward = compute_reward(result, traj.truncated, self._reward)
-            except Exception as exc:  # grading must never fail the step
-                traj.error = f"grading_failed: {type(exc).__name__}: {exc}"
+            text = self.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
+            for attempt in range(self.config.infra_retries + 1):  # a grader crash: grade again
+                try:
+                    result = grade(text, problem.answer, timeout_s=self.config.grade_timeout_s)
+                    reward = compute_reward(result, traj.truncated, self._reward)
+                    break
+                except Exception as exc:  # grading must never fail the step
+                    if attempt == self.config.infra_retries:
+                        traj.error = describe_failure(GRADING_FAILED, exc)
+                    else:
+                        traj.retries[GRADING_FAILED] = traj.retries.get(GRADING_FAILED, 0) + 1
+        for kind, count in traj.retries.items():
+            stats[f"retries/{kind}"] += count
         if traj.error is not None:
             stats["failed"] += 1
-            stats[f"failed/{traj.error.split(':')[0]}"] += 1
+            stats[f"failed/{failure_kind(traj.error)}"] += 1
             return None
         calls = traj.tool_calls
         use = tool_use(calls, result.extracted)
@@ -324,6 +342,7 @@ class _Grading:
     scorer: Callable
     stats: Counter
     finish: Callable
+    examples: dict[str, str] = field(default_factory=dict)  # the first error of each failure kind
 
     def score(self, problem, traj: Trajectory):
         start = time.perf_counter()
@@ -331,6 +350,8 @@ class _Grading:
             return self.scorer(problem, traj, self.stats)
         finally:
             self.stats["grade_s"] += time.perf_counter() - start  # overlapped with generation
+            if traj.error is not None:
+                self.examples.setdefault(failure_kind(traj.error), traj.error)
 
 
 class BackgroundLoop:

@@ -7,10 +7,18 @@ longer passed, so later code is never executed.
 
 Token-exact: the trajectory's ids are the sampled ids plus the observation ids, nothing is
 decoded and re-encoded; only the code to run is decoded (from the model's own tokens).
+
+Infrastructure failures are retried where they happen, up to ``infra_retries`` times with a
+growing pause: a generation that raised is asked again with the same request (same seed, so the
+same tokens), a tool call whose pool or jail failed runs the same snippet again. A step whose
+failures all recover is therefore the step an undisturbed run would have taken. The snippet's
+own faults (exceptions, its timeout, running out of memory, killing itself) are not failures:
+they are the observation the model sees, as in ToRL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Literal
 
 from torl_rllib.rollout.engine import RolloutEngine, SamplingParams, derive_seed
+from torl_rllib.rollout.failures import ENGINE_FAILED, SANDBOX_FAILED, describe_failure
 from torl_rllib.rollout.observation import ObservationStyle, format_observation
 
 __all__ = ["ToolLoopConfig", "Trajectory", "ToolCall", "run_trajectory", "last_python_block"]
@@ -41,6 +50,8 @@ class ToolLoopConfig:
     budget_counts_tool_output: bool = True  # ToRL: tool output counts against the budget
     observation_style: ObservationStyle = "torl"
     stop_string: str = STOP_STRING
+    infra_retries: int = 3  # retries of a failed generation or sandbox call (same request)
+    retry_backoff_s: float = 1.0  # pause before retry k: k * retry_backoff_s
 
 
 @dataclass
@@ -64,7 +75,8 @@ class Trajectory:
     loss_mask: list[int] = field(default_factory=list)  # 1 = model token, 0 = tool token
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: Literal["eos", "length", "stop", ""] = ""
-    error: str | None = None  # set when generation or the tool infrastructure failed
+    error: str | None = None  # "kind: exception chain" when the infrastructure failed (failures.py)
+    retries: dict[str, int] = field(default_factory=dict)  # infrastructure retries by failure kind
 
     @property
     def num_model_tokens(self) -> int:
@@ -107,31 +119,49 @@ async def run_trajectory(
                 sampling, max_new_tokens=remaining, seed=derive_seed(seed, segment),
                 stop=(config.stop_string,) if can_call else (),
             )
-            out = await engine.generate(traj.prompt_ids + traj.response_ids, params)
+            out = await _retried(traj, ENGINE_FAILED, config,
+                                 lambda: engine.generate(traj.prompt_ids + traj.response_ids, params))
             traj._extend(out.token_ids, out.logprobs, trainable=True)
             traj.finish_reason = out.finish_reason
             if out.finish_reason != "stop":
                 break
             code = last_python_block(tokenizer.decode(out.token_ids, skip_special_tokens=False))
-            observation, call = await _call_tool(execute, code, config.observation_style)
+            observation, call = await _retried(traj, SANDBOX_FAILED, config,
+                                               lambda: _call_tool(execute, code, config.observation_style))
             traj.tool_calls.append(call)
             obs_ids = tokenizer.encode(observation, add_special_tokens=False)
             if config.budget_counts_tool_output:
                 obs_ids = obs_ids[: config.max_response_tokens - len(traj.response_ids)]
             traj._extend(obs_ids, [0.0] * len(obs_ids), trainable=False)
             segment += 1
-    except SandboxUnavailable as exc:  # counted as failed/sandbox_failed
-        traj.error = f"{SANDBOX_FAILED}: {exc}"
-    except Exception as exc:  # one trajectory's failure never fails the batch
-        traj.error = f"{type(exc).__name__}: {exc}"
+    except _RetriesSpent as spent:  # one trajectory's failure never fails the batch
+        traj.error = describe_failure(spent.kind, spent.__cause__)
+    except Exception as exc:  # a bug of ours (tokenizer, decoding): named, never retried
+        traj.error = describe_failure(ENGINE_FAILED, exc)
     return traj
-
-
-SANDBOX_FAILED = "sandbox_failed"
 
 
 class SandboxUnavailable(RuntimeError):
     """The interpreter infrastructure failed (pool or jail gone), not the model's code."""
+
+
+class _RetriesSpent(Exception):
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+async def _retried(traj: Trajectory, kind: str, config: ToolLoopConfig, attempt):
+    """``await attempt()``, again after an exception, up to ``config.infra_retries`` times;
+    then ``_RetriesSpent(kind)`` from the last exception. Retries are counted in ``traj``."""
+    for retry in range(config.infra_retries + 1):
+        try:
+            return await attempt()
+        except Exception as exc:  # noqa: BLE001 - any infrastructure error; cancellation passes
+            if retry == config.infra_retries:
+                raise _RetriesSpent(kind) from exc
+            traj.retries[kind] = traj.retries.get(kind, 0) + 1
+            await asyncio.sleep(config.retry_backoff_s * (retry + 1))
 
 
 class _NoCode:
@@ -150,7 +180,7 @@ async def _call_tool(execute: Executor, code: str | None, style: ObservationStyl
     else:
         result = await execute(code)
         infra_error = getattr(result, "error", None)
-        if infra_error:
+        if infra_error and not result.timed_out:  # a jail killed at the snippet's deadline: its own doing
             raise SandboxUnavailable(infra_error)
     observation = format_observation(result, style)
     call = ToolCall(code, observation, bool(result.ok), bool(result.timed_out), time.perf_counter() - start)

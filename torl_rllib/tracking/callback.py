@@ -13,7 +13,7 @@ resumed training (``--resume``, Tune's retry or restore, PBT's exploit) continue
 instead of starting a new one.
 
 The algorithm is duck-typed (``config.tracking_config``, ``config.tracked_params()``,
-``train_problems``, ``last_samples``, ``export_policy()``) so this layer does not import the
+``train_problems``, ``last_samples``, ``last_failures``, ``export_policy()``) so this layer does not import the
 algorithm package that uses it.
 """
 
@@ -38,6 +38,7 @@ DEFAULT_RUN_NAME = "grpo"
 TRIAL_ID_TAG = "tune.trial_id"
 TRIAL_NAME_TAG = "tune.trial_name"
 CHECKPOINT_TAG = "torl.checkpoint_path"
+FAILURES_TABLE = "failures.json"  # one row per step and failure kind: step, kind, count, example
 
 
 def _trial(algorithm) -> tuple[str, str] | None:
@@ -71,6 +72,9 @@ class MlflowTrackingCallback(RLlibCallback):
         self._ensure_started(algorithm)
         step = algorithm.iteration
         self.tracker.log_metrics(step, result.get(RESULT_KEY) or {})
+        failures = getattr(algorithm, "last_failures", None)
+        if failures:  # kind, count and an example message (the cause), per step
+            self.tracker.log_table_rows([{"step": step, **row} for row in failures], FAILURES_TABLE)
         if self.tracker.wants_trajectories(step):
             self.tracker.log_trajectories(step, algorithm.last_samples)
 

@@ -9,7 +9,8 @@ import time
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-__all__ = ["RunCannotContinue", "EnvRunnersLost", "LearnersLost", "SandboxPoolLost", "check_sandbox_pools"]
+__all__ = ["RunCannotContinue", "EnvRunnersLost", "LearnersLost", "SandboxPoolLost", "RunUnhealthy",
+           "check_sandbox_pools"]
 
 POOL_PING_TIMEOUT_S = 60.0  # a restarting pool (new jails) answers well within this
 
@@ -24,6 +25,11 @@ class EnvRunnersLost(RunCannotContinue):
 
 class LearnersLost(RunCannotContinue):
     """A Learner died; the step's update is lost and the Learners' state with it."""
+
+
+class RunUnhealthy(RunCannotContinue):
+    """Too many trajectories failed for ``failure_patience`` steps in a row; the message names
+    the dominant cause. The failing steps made no update."""
 
 
 class SandboxPoolLost(RunCannotContinue):

@@ -12,6 +12,7 @@ LearnerGroup → blocking weight broadcast to every EnvRunner (versioned).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 import shutil
@@ -34,18 +35,19 @@ from ray.exceptions import RayActorError
 from ray.tune.result import TRIAL_INFO
 
 from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
-from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, check_sandbox_pools
+from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, RunUnhealthy, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
+from torl_rllib.checkpoint_manifest import verify_checkpoint, write_manifest
 from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_ahead import RolloutAhead
-from torl_rllib.algorithms.grpo.rollout_metrics import VERSION_LAG, summarize_rollouts
+from torl_rllib.algorithms.grpo.rollout_metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
 from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
-from torl_rllib.rollout.tool_loop import SANDBOX_FAILED
+from torl_rllib.rollout.failures import SANDBOX_FAILED
 from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
@@ -118,6 +120,7 @@ class GRPOConfig(AlgorithmConfig):
         self.budget_counts_tool_output = True
         self.observation_style = "torl"
         self.num_threads: int | None = None  # torch threads per remote EnvRunner (None: auto)
+        self.infra_retries = 3  # retries of a failed generation, sandbox call or grading
         # .task()
         self.train_data: dict[str, Any] | str | None = None
         self.prompt_template = "tir_base_0309"
@@ -136,6 +139,9 @@ class GRPOConfig(AlgorithmConfig):
         self.learner_strategy = "ddp"  # "fsdp": FSDP2-sharded (ShardedTorchLearner)
         self.fsdp: dict[str, Any] = {}  # FSDP_KEYS overrides
         self.colocate = False  # EnvRunner and Learner i share a GPU; the engine sleeps during updates
+        # .fault_tolerance(): a run whose steps keep failing stops (RunUnhealthy)
+        self.max_failed_fraction = 0.5
+        self.failure_patience = 3
 
     # ---- builder sections ------------------------------------------------------------------
     @override(AlgorithmConfig)
@@ -180,6 +186,7 @@ class GRPOConfig(AlgorithmConfig):
         vllm_kwargs=NotProvided, max_prompt_tokens=NotProvided, max_response_tokens=NotProvided,
         temperature=NotProvided, top_p=NotProvided, top_k=NotProvided, max_tool_calls=NotProvided,
         budget_counts_tool_output=NotProvided, observation_style=NotProvided, num_threads=NotProvided,
+        infra_retries=NotProvided,
     ) -> "GRPOConfig":
         """Generation and tool-loop settings.
 
@@ -198,8 +205,29 @@ class GRPOConfig(AlgorithmConfig):
                 machine's CPUs divided among the EnvRunners (rollout and update alternate, so
                 the runners may use the cores the Learner leaves idle while they sample); with
                 max_staleness=1, the CPUs Ray gives each runner.
+            infra_retries: how often a generation, a sandbox call or a grading that failed in
+                the infrastructure (engine error, jail or pool killed, grader crash) is retried
+                for the same trajectory at the same point (same seed, same snippet); a
+                trajectory that still fails takes its group out of the update.
         """
         self._set(locals())
+        return self
+
+    @override(AlgorithmConfig)
+    def fault_tolerance(self, *, max_failed_fraction=NotProvided, failure_patience=NotProvided,
+                        **kwargs) -> "GRPOConfig":
+        """RLlib's fault tolerance (``restart_failed_env_runners``, ...) plus when a run whose
+        trajectories keep failing stops.
+
+        Args:
+            max_failed_fraction: a step whose failed-trajectory fraction is at least this (or
+                that has no trainable trajectory) is failing: it makes no update.
+            failure_patience: after this many failing steps in a row the run stops
+                (``RunUnhealthy``), naming the dominant cause; its weights are the last
+                healthy step's.
+        """
+        super().fault_tolerance(**kwargs)
+        self._set(locals(), exclude=("kwargs",))
         return self
 
     def task(
@@ -308,7 +336,9 @@ class GRPOConfig(AlgorithmConfig):
                            "protocol": self.evaluation_protocol,
                            "num_env_runners": self.evaluation_num_env_runners},
             "fault_tolerance": {"restart_failed_env_runners": self.restart_failed_env_runners,
-                                "max_num_env_runner_restarts": self.max_num_env_runner_restarts},
+                                "max_num_env_runner_restarts": self.max_num_env_runner_restarts,
+                                "max_failed_fraction": self.max_failed_fraction,
+                                "failure_patience": self.failure_patience},
         }
 
     @override(AlgorithmConfig)
@@ -374,6 +404,13 @@ class GRPOConfig(AlgorithmConfig):
         check(self.rollout_engine in ROLLOUT_ENGINES or ":" in self.rollout_engine,
               f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)} "
               "(or a 'package.module:EngineClass')")
+        if ":" in self.rollout_engine:
+            module = self.rollout_engine.partition(":")[0]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:
+                found = False
+            check(found, f"rollout_engine {self.rollout_engine!r}: module {module!r} cannot be imported here")
         check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         check(self.max_response_tokens >= 1, f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
         check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
@@ -386,6 +423,12 @@ class GRPOConfig(AlgorithmConfig):
         check(self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
               f"num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got {self.num_threads!r}")
         check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        check(isinstance(self.infra_retries, int) and self.infra_retries >= 0,
+              f"infra_retries must be an integer >= 0, got {self.infra_retries!r}")
+        check(0 < self.max_failed_fraction <= 1,
+              f"max_failed_fraction must be in (0, 1], got {self.max_failed_fraction}")
+        check(isinstance(self.failure_patience, int) and self.failure_patience >= 1,
+              f"failure_patience must be an integer >= 1, got {self.failure_patience!r}")
         check(self.observation_style in OBSERVATION_STYLES,
               f"observation_style {self.observation_style!r} is not one of {list(OBSERVATION_STYLES)}")
         check(self.train_data is not None, "train_data is required (.task(train_data=...))")
@@ -489,6 +532,12 @@ class GRPO(Algorithm):
         self.step_rewound = False
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
+        self.last_failures: list[dict] = []  # the last step's failures: kind, count, example
+        self._failing: list[tuple[int, list[dict]]] = []  # the current streak of failing steps
+        self._failing_since = None  # the data position before the streak's first step
+        # Set when failure_patience failing steps in a row ended the run's health: the driver
+        # raises it after logging that step; a Tune trial's next train() raises it.
+        self.unhealthy: RunUnhealthy | None = None
         self._sync_weights()  # every EnvRunner starts from the learner's weights
 
     @override(Algorithm)
@@ -515,6 +564,8 @@ class GRPO(Algorithm):
         Learners updated on the last step's; the runners get the learner's weights and start
         the next step's rollout before this step's update begins.
         """
+        if self.unhealthy is not None:
+            raise self.unhealthy
         step_start = time.perf_counter()
         self.step_rewound = False  # True when this step stopped before it changed any state
         current, self._ahead = self._ahead or self._draw_rollout(), None
@@ -548,7 +599,13 @@ class GRPO(Algorithm):
             (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(episodes), reduce="lifetime_sum"
         )
         self.last_samples = [row for r in rollouts for row in r["samples"]]
-        if episodes:
+        self.last_failures = summarize_failures(rollouts)
+        if self._is_failing(summary, episodes, current.data_position):
+            logger.warning("step %d: %.0f%% of the trajectories failed (%s); no update (%d failing step(s) in a row)",
+                           self.iteration + 1, 100 * summary[FAILED_FRACTION],
+                           ", ".join(f"{f['kind']} x{f['count']}" for f in self.last_failures) or "none trainable",
+                           len(self._failing))
+        elif episodes:
             try:
                 if self.config.colocate:  # the engines give their GPU memory to the Learners
                     self.env_runner_group.foreach_env_runner(lambda runner: runner.sleep_engine())
@@ -566,8 +623,43 @@ class GRPO(Algorithm):
                     f"{ray.__version__} cannot restart Learners (the LearnerGroup is one torch process "
                     "group, built once): resume from the newest checkpoint") from exc
         else:
-            logger.warning("step %d: no trainable trajectory (all failed or filtered)", self.iteration)
+            logger.warning("step %d: no trainable trajectory (every group was filtered by dynamic sampling)",
+                           self.iteration + 1)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
+
+    def _is_failing(self, summary: dict, episodes: list, data_position) -> bool:
+        """Whether this step is failing (failed fraction >= ``max_failed_fraction``, or nothing
+        trainable for a reason other than dynamic sampling). Once ``failure_patience`` steps in a
+        row were, sets ``self.unhealthy`` (a ``RunUnhealthy`` naming the dominant cause) and
+        rewinds the data to the streak's start: a resume redoes those problems, and the failing
+        steps made no update."""
+        starved = not episodes and summary["dropped_by_dynamic_sampling"] < summary["trajectories"]
+        failing = starved or summary[FAILED_FRACTION] >= self.config.max_failed_fraction
+        if not failing:
+            self._failing, self._failing_since = [], None
+            return False
+        if not self._failing:
+            self._failing_since = data_position
+        self._failing.append((self.iteration + 1, self.last_failures))
+        if len(self._failing) >= self.config.failure_patience:
+            steps = [step for step, _ in self._failing]
+            counts, examples = {}, {}
+            for _, failures in self._failing:
+                for f in failures:
+                    counts[f["kind"]] = counts.get(f["kind"], 0) + f["count"]
+                    examples.setdefault(f["kind"], f["example"])
+            if counts:
+                kind = max(counts, key=counts.get)
+                dominant = f"dominant cause: {kind} ({counts[kind]} failed trajectories), e.g. {examples[kind]}"
+            else:
+                dominant = "no trainable trajectory"
+            self._prompts.set_state(self._failing_since)
+            self._ahead = None  # its problems come after the rewound position: sampled again
+            self._failing, self._failing_since = [], None
+            self.unhealthy = RunUnhealthy(
+                f"steps {steps[0]}-{steps[-1]} failed in a row (at least {self.config.max_failed_fraction:.0%} "
+                f"of the trajectories failed, or none was trainable); {dominant}")
+        return True
 
     def finish_rollout_ahead(self) -> None:
         """Wait for the rollout running ahead (``max_staleness=1``), if any; it is kept for the
@@ -715,12 +807,14 @@ class GRPO(Algorithm):
         self._gather_sharded_learner_state()
         if path is None:
             path = super().save_to_path(None, *args, **kwargs)
+            write_manifest(path)
         else:
             final = Path(path)
             partial = final.with_name(final.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             try:
                 super().save_to_path(str(partial), *args, **kwargs)
+                write_manifest(partial)  # before the rename: complete <=> has a manifest
             except BaseException:  # e.g. disk full: leave nothing half-written behind
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
@@ -771,6 +865,8 @@ class GRPO(Algorithm):
 
     @override(Algorithm)
     def restore_from_path(self, path, *args, **kwargs):
+        if kwargs.get("component") is None:  # a damaged checkpoint is refused, naming its file
+            verify_checkpoint(path)
         super().restore_from_path(path, *args, **kwargs)
         self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
 

@@ -15,6 +15,8 @@ TOTAL_TOKENS = "response_length/total_tokens"
 TRUNCATION_RATE = "truncation_rate"
 ZERO_VARIANCE_GROUPS = "zero_variance_group_fraction"
 FAILED_FRACTION = "failed_trajectory_fraction"
+FAILED = "failed_trajectories"
+DROPPED_GROUPS = "dropped_groups"  # groups left out of the update because one of their trajectories failed
 VERSION_LAG = "weights_version_lag"
 TOKENS_PER_S = "tokens_per_s"
 ROLLOUT_S = "time/rollout_wall_s"
@@ -67,10 +69,24 @@ def summarize_rollouts(rollouts: list[dict], learner_version: int) -> dict[str, 
         ERROR_RECOVERY_RATE: _conditional(total["recovered_from_tool_failure"], total["had_tool_failure"]),
         TOOL_GROUNDED_ANSWER_RATE: _conditional(total["tool_grounded_answer"], total["answered_with_code"]),
         "trajectories": float(total["trajectories"]),
+        FAILED: float(total["failed"]),
+        DROPPED_GROUPS: float(total["dropped_groups"]),
         "tool_timeouts": float(total["tool_timeouts"]),
         "dropped_by_dynamic_sampling": float(total["dropped_by_dynamic_sampling"]),
     }
     for key, value in total.items():
-        if key.startswith(("failed/", "grade/")):
+        if key.startswith(("failed/", "grade/", "retries/")):
             out[key] = float(value)
     return out
+
+
+def summarize_failures(rollouts: list[dict]) -> list[dict]:
+    """This step's failures over every EnvRunner: one row per kind with its count and the first
+    example message (the exception chain down to the root), most frequent first."""
+    counts, examples = Counter(), {}
+    for r in rollouts:
+        counts.update({k.removeprefix("failed/"): v for k, v in r["stats"].items() if k.startswith("failed/")})
+        for kind, example in (r.get("failures") or {}).items():
+            examples.setdefault(kind, example)
+    return [{"kind": kind, "count": int(count), "example": examples.get(kind, "")}
+            for kind, count in counts.most_common()]
