@@ -19,5 +19,6 @@ def test_chaos_run_completes_every_step_like_the_undisturbed_run(tmp_path, capsy
     assert report["steps_completed"] == 5 and report["steps_in_order"], report
     assert sum(report["kills"].values()) >= 1, report
     assert report["prompts_equal"], report  # the same prompts at every step, resumes included
-    if report["trajectories_failed"] == 0:  # runner kills are re-sampled, a resume is exact
-        assert report["weights_equal"], report
+    # Runner kills are re-sampled, tool calls of killed jails and pools retried, a resume is
+    # exact: nothing of the chaos reaches the gradient.
+    assert report["trajectories_failed"] == 0 and report["weights_equal"], report

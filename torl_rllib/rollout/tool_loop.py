@@ -51,7 +51,7 @@ class ToolLoopConfig:
     observation_style: ObservationStyle = "torl"
     stop_string: str = STOP_STRING
     infra_retries: int = 3  # retries of a failed generation or sandbox call (same request)
-    retry_backoff_s: float = 1.0  # pause before retry k: k * retry_backoff_s
+    retry_backoff_s: float = 1.0  # pause before retry k (1, 2, ...): retry_backoff_s * 2**(k-1)
 
 
 @dataclass
@@ -161,7 +161,7 @@ async def _retried(traj: Trajectory, kind: str, config: ToolLoopConfig, attempt)
             if retry == config.infra_retries:
                 raise _RetriesSpent(kind) from exc
             traj.retries[kind] = traj.retries.get(kind, 0) + 1
-            await asyncio.sleep(config.retry_backoff_s * (retry + 1))
+            await asyncio.sleep(config.retry_backoff_s * 2**retry)  # 1, 2, 4 s: a pool restarts in ~2 s
 
 
 class _NoCode:
