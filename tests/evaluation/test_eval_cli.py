@@ -58,7 +58,8 @@ def greedy_runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("greedy")
     outs = {}
     for name, extra in (("a", []), ("b", []), ("two_runners", ["resources.num_env_runners=2",
-                                                               "resources.num_cpus_per_env_runner=0.5"])):
+                                                               "resources.num_cpus_per_env_runner=0.5"]),
+                        ("vllm", ["rollout.rollout_engine=vllm"])):
         outs[name] = cwd / name
         proc = cli(TINY_BASE_MODEL, "--config", EVAL_RECIPE, "max_problems=48", *extra, "--output-dir", outs[name],
                    cwd=cwd)
@@ -76,6 +77,16 @@ def test_greedy_eval_is_reproducible_and_independent_of_sharding(greedy_runs):
     assert [r["problem_id"] for r in first] == [f"tiny_arithmetic_test/{i}" for i in in_file]
     assert rows(outs["b"]) == first, "greedy evaluation gave different results on a second run"
     assert rows(outs["two_runners"]) == first, "2 EnvRunners gave other results than 0"
+
+
+@pytest.mark.slow
+def test_greedy_answers_agree_across_engines(greedy_runs):
+    """The real vLLM engine (its CPU build here) answers as the HF engine does, greedily."""
+    from torl_rllib.evaluation.agreement import answer_agreement
+
+    _, outs = greedy_runs
+    agreement = answer_agreement(outs["a"] / "problems.jsonl", outs["vllm"] / "problems.jsonl")
+    assert agreement["problems"] == 48 and agreement["answers_agree"] >= 0.95, agreement
 
 
 @pytest.mark.slow
