@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.conftest import REPO, TINY_BASE_MODEL, TINY_TRAIN_DATA
@@ -154,15 +155,54 @@ def kill_pool_during_next_step(algo) -> dict:
         killer.join()
 
 
-def test_a_sandbox_pool_killed_mid_rollout_fails_only_waiting_trajectories(ray_cluster):
+@pytest.fixture(scope="module")
+def undisturbed_second_step(ray_cluster):
     algo = tiny_algo()
     try:
         algo.train()
-        hit = kill_pool_during_next_step(algo)
-        assert hit["trajectories"] == 8  # the step completed
-        assert hit["failed/sandbox_failed"] == 8 and hit["failed_trajectory_fraction"] == 1.0, hit
-        after = algo.train()[RESULT_KEY]  # the pool came back (Ray restarted it)
-        assert after.get("failed_trajectory_fraction", 0) == 0 and after["code_success_rate"] == 1.0, after
+        return algo.train()[RESULT_KEY]
+    finally:
+        algo.stop()
+
+
+UNCHANGED = ("trajectories", "accuracy", "reward_mean", "code_ratio", "code_success_rate",
+             "tool_calls_per_response", "response_length/total_tokens")
+
+
+def kill_a_jail_during_next_step(algo) -> dict:
+    """SIGKILL one jail's PID 1 as soon as the jails run the step's 2 s snippets."""
+    import ray
+
+    (pool,) = algo._sandbox_pools.values()
+    pool_pid = ray.get(pool.__ray_call__.remote(lambda actor: os.getpid()))
+
+    def kill_when_busy():
+        while not ray.get(pool.metrics.remote())["busy_jails"]:
+            time.sleep(0.02)
+        jails = [p for p in psutil.Process(pool_pid).children(recursive=True)
+                 if "torl-sandbox/runtime/bin/python" in " ".join(p.cmdline())]
+        os.kill(jails[0].pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    try:
+        return algo.train()[RESULT_KEY]
+    finally:
+        killer.join()
+
+
+@pytest.mark.parametrize("kill", [kill_pool_during_next_step, kill_a_jail_during_next_step], ids=["pool", "jail"])
+def test_a_sandbox_killed_mid_call_is_retried_and_the_step_is_the_undisturbed_one(kill, undisturbed_second_step):
+    """The calls in flight run the same snippets again once the jail or the pool is back
+    (Ray restarts the pool): no trajectory fails, and the step is what it would have been."""
+    algo = tiny_algo()
+    try:
+        algo.train()
+        hit = kill(algo)
+        assert hit.get("failed_trajectories", 0) == 0 and hit.get("dropped_groups", 0) == 0, hit
+        assert hit["retries/sandbox_failed"] >= 1, hit
+        for key in UNCHANGED:
+            assert hit[key] == undisturbed_second_step[key], key
     finally:
         algo.stop()
 
