@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "check":
+            from torl_rllib.recipe import overlong_prompt_notice
+
             recipe = load_recipe(args.recipe, args.overrides)
+            if notice := overlong_prompt_notice(recipe.build_config()):
+                print(f"warning: {notice}: a run skips them (data.train.on_error: raise refuses them)",
+                      file=sys.stderr)
             print(f"{args.recipe}: OK ({recipe.name})")
             return 0
         if args.command == "export":

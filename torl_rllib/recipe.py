@@ -389,6 +389,8 @@ def validate_sections(data: dict) -> list[str]:
     except (TypeError, ValueError) as exc:
         problems.append(str(exc))
     else:
+        if not problems and not config.problems():
+            problems += _overlong_prompt_problems(config)
         # Everything GRPOConfig.validate() would reject, except what the sections above
         # already reported in the recipe's own words (each message starts with the key).
         checked_above = ("train_data", "model_config:", "tracking:", "evaluation_interval", "evaluation_protocol:")
@@ -399,6 +401,29 @@ def validate_sections(data: dict) -> list[str]:
             section = next((n for n, schema in sections.items() if param in schema), None)
             problems.append(f"{section}.{problem}" if section else problem)
     return problems
+
+
+def _overlong_prompt_problems(config) -> list[str]:
+    """Prompts that do not fit, when the training data refuses bad rows (``on_error: raise``);
+    otherwise the run skips them, and ``overlong_prompt_notice`` tells ``check``."""
+    from torl_rllib.algorithms.grpo.grpo import refuses_bad_rows
+
+    if not refuses_bad_rows(config):
+        return []
+    notice = overlong_prompt_notice(config)
+    return [f"data.train: {notice} (on_error: raise)"] if notice else []
+
+
+def overlong_prompt_notice(config) -> str | None:
+    """One line naming the training prompts too long for the run (None when all fit)."""
+    from torl_rllib.algorithms.grpo.grpo import overlong_prompts_of
+    from torl_rllib.tasks import load_dataset
+
+    try:
+        problems = load_dataset(config.train_data).problems
+    except (OSError, ValueError):  # reported by the file checks above, or when the run loads it
+        return None
+    return overlong_prompts_of(config, problems)[1]
 
 
 def _evaluation_problems(evaluation: dict) -> list[str]:

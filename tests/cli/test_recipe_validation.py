@@ -118,3 +118,18 @@ def test_learner_strategy_fsdp_and_lora_settings_are_checked():
                                   "resources.fsdp.cpu_offload=true", "resources.num_gpus_per_learner=1"])
     config = recipe.build_config()
     assert config.learner_strategy == "fsdp" and config.fsdp_policy()["cpu_offload"] is True
+
+
+def test_prompts_too_long_for_the_run_are_named_by_row(tmp_path):
+    """Found when the data loads, with row ids: refused under data.train.on_error=raise, else
+    skipped by the run (and `check` says so)."""
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"id": "short", "problem": "What is 1 + 1?", "answer": "2"}\n'
+                    '{"id": "long", "problem": "' + "What is 1 + 1? " * 40 + '", "answer": "2"}\n')
+    refused = problems("rollout.max_prompt_tokens=300", f"data.train={{path: {data}, on_error: raise}}")
+    assert len(refused) == 1 and "1 prompt(s) longer than 300 tokens" in refused[0] and "long (" in refused[0]
+    assert "short" not in refused[0]
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "check", str(RECIPE), "rollout.max_prompt_tokens=300",
+                           f"data.train={data}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "warning: 1 prompt(s) longer than 300 tokens" in proc.stderr, proc.stderr
+    assert "long (" in proc.stderr and "a run skips them" in proc.stderr

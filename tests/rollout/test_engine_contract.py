@@ -552,3 +552,17 @@ def test_a_sleeping_engine_wakes_for_its_weights_then_its_cache(fake_vllm, tmp_p
         assert llm.calls[4:] == ["reload_weights"]
     finally:
         engine.shutdown()
+
+
+def test_a_prompt_near_the_context_ends_as_truncated(engine, tokenizer):
+    """The response budget is clipped to the room the engine's context leaves: the trajectory ends
+    as truncated, never as an engine error (vLLM would refuse a request over max_model_len)."""
+    from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
+
+    prompt = tokenizer.encode("12+7=" * 50)[:250]
+    config = ToolLoopConfig(max_tool_calls=0, max_response_tokens=100, context_length=256, infra_retries=0)
+    traj = asyncio.run(run_trajectory(engine, None, tokenizer, prompt, SamplingParams(max_new_tokens=1, seed=3),
+                                      config, seed=3))
+    assert traj.error is None, traj.error
+    assert len(prompt) + len(traj.response_ids) <= 256
+    assert traj.truncated or traj.finish_reason == "eos"

@@ -79,7 +79,9 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             budget_counts_tool_output=config.budget_counts_tool_output,
             observation_style=config.observation_style,
             infra_retries=config.infra_retries,
+            context_length=engine_context_length(config),
         )
+        self._prompt_limit = prompt_limit(config, self._loop_config.context_length)
         self._sampling = SamplingParams(
             max_new_tokens=config.max_response_tokens, temperature=config.temperature,
             top_p=config.top_p, top_k=config.top_k,
@@ -144,9 +146,9 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         loop = asyncio.get_running_loop()
 
         async def one(problem, prompt_ids, k):
-            if len(prompt_ids) > self.config.max_prompt_tokens:
+            if len(prompt_ids) > self._prompt_limit:  # the driver skips these when the data loads
                 traj = Trajectory(prompt_ids, error=describe_failure(
-                    PROMPT_TOO_LONG, f"{len(prompt_ids)} tokens > max_prompt_tokens {self.config.max_prompt_tokens}"))
+                    PROMPT_TOO_LONG, f"{len(prompt_ids)} tokens > {self._prompt_limit}"))
             else:
                 traj = await run_trajectory(
                     self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k))
@@ -391,6 +393,23 @@ def placeholder_spaces() -> dict:
     obs = gym.spaces.Box(0, np.iinfo(np.int32).max, shape=(1,), dtype=np.int64)
     act = gym.spaces.Box(0, np.iinfo(np.int32).max, shape=(1,), dtype=np.int64)
     return {INPUT_ENV_SPACES: (obs, act), DEFAULT_MODULE_ID: (obs, act)}
+
+
+def engine_context_length(config) -> int | None:
+    """Tokens (prompt + response) the rollout engine holds: vLLM's ``max_model_len`` when the
+    recipe sets one, else the model's ``max_position_embeddings`` (None if it has none)."""
+    if config.rollout_engine == "vllm" and config.vllm_kwargs.get("max_model_len"):
+        return int(config.vllm_kwargs["max_model_len"])
+    from transformers import AutoConfig
+
+    model = config.model_config
+    hf_config = AutoConfig.from_pretrained(model["path"], trust_remote_code=model.get("trust_remote_code", False))
+    return getattr(hf_config, "max_position_embeddings", None)
+
+
+def prompt_limit(config, context_length: int | None) -> int:
+    """The longest usable prompt: ``max_prompt_tokens``, and room for one response token."""
+    return min(config.max_prompt_tokens, context_length - 1) if context_length else config.max_prompt_tokens
 
 
 def make_engine(config, module, tokenizer):

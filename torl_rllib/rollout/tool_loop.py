@@ -50,6 +50,9 @@ class ToolLoopConfig:
     budget_counts_tool_output: bool = True  # ToRL: tool output counts against the budget
     observation_style: ObservationStyle = "torl"
     stop_string: str = STOP_STRING
+    # The engine's context (prompt + response tokens it can hold; None: unbounded). The response
+    # budget is clipped to the room left, so a long prompt ends as truncated, never as an error.
+    context_length: int | None = None
     infra_retries: int = 3  # retries of a failed generation or sandbox call (same request)
     retry_backoff_s: float = 1.0  # pause before retry k (1, 2, ...): retry_backoff_s * 2**(k-1)
 
@@ -110,7 +113,7 @@ async def run_trajectory(
     try:
         while True:
             used = len(traj.response_ids) if config.budget_counts_tool_output else traj.num_model_tokens
-            remaining = config.max_response_tokens - used
+            remaining = min(config.max_response_tokens - used, _room(traj, config))
             if remaining <= 0:
                 traj.finish_reason = "length"
                 break
@@ -132,6 +135,7 @@ async def run_trajectory(
             obs_ids = tokenizer.encode(observation, add_special_tokens=False)
             if config.budget_counts_tool_output:
                 obs_ids = obs_ids[: config.max_response_tokens - len(traj.response_ids)]
+            obs_ids = obs_ids[: max(0, _room(traj, config))]
             traj._extend(obs_ids, [0.0] * len(obs_ids), trainable=False)
             segment += 1
     except _RetriesSpent as spent:  # one trajectory's failure never fails the batch
@@ -139,6 +143,13 @@ async def run_trajectory(
     except Exception as exc:  # a bug of ours (tokenizer, decoding): named, never retried
         traj.error = describe_failure(ENGINE_FAILED, exc)
     return traj
+
+
+def _room(traj: Trajectory, config: ToolLoopConfig) -> float:
+    """Tokens the engine's context has left after the prompt and the response so far."""
+    if config.context_length is None:
+        return float("inf")
+    return config.context_length - len(traj.prompt_ids) - len(traj.response_ids)
 
 
 class SandboxUnavailable(RuntimeError):

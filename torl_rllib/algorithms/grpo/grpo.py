@@ -521,8 +521,9 @@ class GRPO(Algorithm):
         super().setup(config)
         dataset = load_dataset(config.train_data)
         self._num_skipped_rows = dataset.num_skipped
-        self.train_problems = dataset.problems
-        self._prompts = PromptIterator(dataset.problems, seed=config.seed or 0)
+        self.train_problems = skip_overlong_prompts(config, dataset.problems)
+        self._num_skipped_rows += len(dataset.problems) - len(self.train_problems)
+        self._prompts = PromptIterator(self.train_problems, seed=config.seed or 0)
         # How the run ends, for tracking: a failed step makes it FAILED; a driver that stops
         # on an interrupt sets KILLED before ``stop()``.
         self.run_status = "FINISHED"
@@ -869,6 +870,41 @@ class GRPO(Algorithm):
             verify_checkpoint(path)
         super().restore_from_path(path, *args, **kwargs)
         self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
+
+
+def overlong_prompts_of(config: GRPOConfig, problems: list) -> tuple[set[str], str | None]:
+    """The ids of the problems whose prompt does not fit (``max_prompt_tokens``, and the engine's
+    context, room for one response token kept), and one line naming them (None if all fit)."""
+    from transformers import AutoTokenizer
+
+    from torl_rllib.rollout.env_runner import engine_context_length, prompt_limit
+    from torl_rllib.tasks.prompt_lengths import describe_overlong, overlong_prompts
+
+    context = engine_context_length(config)
+    limit = prompt_limit(config, context)
+    tokenizer = AutoTokenizer.from_pretrained(config.model_config["path"])
+    found = overlong_prompts(problems, tokenizer, config.prompt_template, limit)
+    if not found:
+        return set(), None
+    why = f"max_prompt_tokens {config.max_prompt_tokens}, engine context {context}"
+    return {row for row, _ in found}, describe_overlong(found, limit, why)
+
+
+def refuses_bad_rows(config: GRPOConfig) -> bool:
+    """Whether the training data says ``on_error: raise`` (refuse) rather than skip bad rows."""
+    return isinstance(config.train_data, dict) and config.train_data.get("on_error") == "raise"
+
+
+def skip_overlong_prompts(config: GRPOConfig, problems: list) -> list:
+    """The problems whose prompt fits; the others are named in one warning and left out, or
+    refused (``ValueError``) when the training data says ``on_error: raise``."""
+    too_long, message = overlong_prompts_of(config, problems)
+    if message is None:
+        return problems
+    if refuses_bad_rows(config):
+        raise ValueError(f"data.train: {message}")
+    logger.warning("%s: skipped (counted in dataset_rows_skipped)", message)
+    return [p for p in problems if str(p.id) not in too_long]
 
 
 def load_eval_benchmarks(config: GRPOConfig) -> list[tuple[Benchmark, list]]:
