@@ -135,8 +135,9 @@ def tiny_algo(*overrides):
     return recipe.build_config().build_algo()
 
 
-def kill_pool_during_next_step(algo) -> dict:
-    """SIGKILL this run's pool as soon as its jails run the step's 2 s snippets."""
+def kill_during_next_step(algo, target: str = "pool") -> dict:
+    """SIGKILL this run's pool (``target="pool"``) or one of its jails' PID 1 (``"jail"``) as soon
+    as its jails run the step's 2 s snippets; returns the step's metrics."""
     import ray
 
     (pool,) = algo._sandbox_pools.values()
@@ -145,7 +146,12 @@ def kill_pool_during_next_step(algo) -> dict:
     def kill_when_busy():
         while not ray.get(pool.metrics.remote())["busy_jails"]:
             time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
+        if target == "jail":
+            jails = [p for p in psutil.Process(pid).children(recursive=True)
+                     if "torl-sandbox/runtime/bin/python" in " ".join(p.cmdline())]
+            os.kill(jails[0].pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
@@ -169,36 +175,14 @@ UNCHANGED = ("trajectories", "accuracy", "reward_mean", "code_ratio", "code_succ
              "tool_calls_per_response", "response_length/total_tokens")
 
 
-def kill_a_jail_during_next_step(algo) -> dict:
-    """SIGKILL one jail's PID 1 as soon as the jails run the step's 2 s snippets."""
-    import ray
-
-    (pool,) = algo._sandbox_pools.values()
-    pool_pid = ray.get(pool.__ray_call__.remote(lambda actor: os.getpid()))
-
-    def kill_when_busy():
-        while not ray.get(pool.metrics.remote())["busy_jails"]:
-            time.sleep(0.02)
-        jails = [p for p in psutil.Process(pool_pid).children(recursive=True)
-                 if "torl-sandbox/runtime/bin/python" in " ".join(p.cmdline())]
-        os.kill(jails[0].pid, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_busy)
-    killer.start()
-    try:
-        return algo.train()[RESULT_KEY]
-    finally:
-        killer.join()
-
-
-@pytest.mark.parametrize("kill", [kill_pool_during_next_step, kill_a_jail_during_next_step], ids=["pool", "jail"])
-def test_a_sandbox_killed_mid_call_is_retried_and_the_step_is_the_undisturbed_one(kill, undisturbed_second_step):
+@pytest.mark.parametrize("target", ["pool", "jail"])
+def test_a_sandbox_killed_mid_call_is_retried_and_the_step_is_the_undisturbed_one(target, undisturbed_second_step):
     """The calls in flight run the same snippets again once the jail or the pool is back
     (Ray restarts the pool): no trajectory fails, and the step is what it would have been."""
     algo = tiny_algo()
     try:
         algo.train()
-        hit = kill(algo)
+        hit = kill_during_next_step(algo, target)
         assert hit.get("failed_trajectories", 0) == 0 and hit.get("dropped_groups", 0) == 0, hit
         assert hit["retries/sandbox_failed"] >= 1, hit
         for key in UNCHANGED:
@@ -215,7 +199,7 @@ def test_a_sandbox_pool_that_cannot_come_back_stops_the_run_naming_it(ray_cluste
         algo.train()
         position = algo._prompts.get_state()
         with pytest.raises(SandboxPoolLost, match="the sandbox pool of node .* cannot come back"):
-            kill_pool_during_next_step(algo)
+            kill_during_next_step(algo)
         assert algo.iteration == 1 and algo._prompts.get_state() == position, "the failed step must leave no trace"
     finally:
         algo.stop()
