@@ -99,6 +99,30 @@ def test_sweep_makes_one_parent_and_a_child_run_per_trial(tmp_path, ray_cluster)
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("sandbox-pool-")]
 
 
+def test_a_sweep_trial_runs_on_the_vllm_engine(tmp_path, ray_cluster):
+    """A trial samples with the real vLLM engine (its CPU build here), and its engine processes
+    end with the trial."""
+    import psutil
+
+    def vllm_pids():
+        return {p.pid for p in psutil.process_iter(["name"]) if "VLLM::" in (p.info["name"] or "")}
+
+    before = vllm_pids()
+    sweep = write_sweep(tmp_path, {"rollout.rollout_engine": {"grid": ["vllm"]}},
+                        {"stop": {"steps": 2}, "checkpoint_every": 0, "max_concurrent_trials": 1})
+    outcome = run_sweep_in(tmp_path, sweep)
+    assert outcome.status == "FINISHED", outcome.table
+    client = store(tmp_path)
+    _, (child,) = runs(client)
+    assert child.info.status == "FINISHED" and child.data.params["rollout.rollout_engine"] == "vllm"
+    assert steps_of(client, child) == [1, 2]
+    assert client.get_metric_history(child.info.run_id, "failed_trajectories")[-1].value == 0
+    deadline = time.monotonic() + 60
+    while vllm_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not vllm_pids() - before, "the trial's vLLM engine outlived it"
+
+
 def test_sequential_trials_share_a_pool_that_outlives_the_first_trial(tmp_path, ray_cluster):
     sweep = write_sweep(tmp_path, {"seed": {"grid": [0, 1, 2]}},
                         {"stop": {"steps": 1}, "max_concurrent_trials": 1})
