@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import tune
 
+from torl_rllib.algorithms.grpo.rollout_metrics import FAILED_FRACTION
 from torl_rllib.sweep.search_space import config_path
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
@@ -53,7 +54,9 @@ class TrialConsole(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = result.get(RESULT_KEY) or {}
-        shown = dict.fromkeys((self.metric, "accuracy", "code_ratio"))
+        # The failed fraction always stands beside accuracy: an accuracy over a few surviving
+        # trajectories is not the policy's.
+        shown = dict.fromkeys((self.metric, "accuracy", FAILED_FRACTION, "code_ratio"))
         parts = [f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float)]
         step_s = metrics.get("time/step_s")
         print(f"[{self._label(trial)}] step {result.get('training_iteration')}/{self.steps}  "
@@ -140,9 +143,10 @@ def format_table(rows: list[TrialRow], metric: str) -> str:
     if not rows:
         return "(no trials)"
     headers = ["trial", *(_short(k) for k in rows[0].values), "status", "steps",
-               f"{metric} final", f"last-{RANK_WINDOW} mean", "best"]
+               f"{metric} final", f"last-{RANK_WINDOW} mean", "best", "failed (last step)"]
     body = [[r.trial_id, *(_fmt(v) for v in r.values.values()), r.status, str(r.steps),
-             *("-" if v is None else f"{v:.3f}" for v in (r.final, r.ranked, r.best))] for r in rows]
+             *("-" if v is None else f"{v:.3f}" for v in (r.final, r.ranked, r.best, r.metrics.get(FAILED_FRACTION)))]
+            for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
