@@ -21,6 +21,8 @@ WRONG = "-98765.4321"
 class GoldEngine(RolloutEngine):
     """Answers each known problem with its gold (after printing it from python)."""
 
+    context_length = 10**6  # a lookup table, not the tiny model: the benchmarks' prompts all fit
+
     def __init__(self, *, config, module, tokenizer):
         self.tokenizer = tokenizer
         self.gold: dict[tuple, str] = {}

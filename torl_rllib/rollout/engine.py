@@ -92,6 +92,9 @@ class RolloutEngine(abc.ABC):
     #: False when the engine generates with the RLModule's own torch model (weight updates to
     #: the module are seen directly); True when it keeps a copy that ``load_weights`` replaces.
     holds_own_weights: bool = True
+    #: Tokens (prompt + response) the engine holds, when it knows better than the model's
+    #: ``max_position_embeddings`` (None: the model's; vLLM: ``max_model_len``).
+    context_length: int | None = None
 
     @abc.abstractmethod
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> GenerationOutput:

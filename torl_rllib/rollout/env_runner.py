@@ -400,6 +400,8 @@ def engine_context_length(config) -> int | None:
     recipe sets one, else the model's ``max_position_embeddings`` (None if it has none)."""
     if config.rollout_engine == "vllm" and config.vllm_kwargs.get("max_model_len"):
         return int(config.vllm_kwargs["max_model_len"])
+    if ":" in config.rollout_engine and engine_class(config.rollout_engine).context_length:
+        return engine_class(config.rollout_engine).context_length
     from transformers import AutoConfig
 
     model = config.model_config
@@ -412,16 +414,20 @@ def prompt_limit(config, context_length: int | None) -> int:
     return min(config.max_prompt_tokens, context_length - 1) if context_length else config.max_prompt_tokens
 
 
+def engine_class(path: str):
+    """The ``RolloutEngine`` class an import path ``package.module:Class`` names."""
+    import importlib
+
+    module_name, _, class_name = path.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def make_engine(config, module, tokenizer):
     """The rollout engine named by ``config.rollout_engine``: ``hf``, ``vllm``, or the import
     path ``package.module:Class`` of a ``RolloutEngine`` built as
     ``Class(config=..., module=..., tokenizer=...)`` (e.g. a test double of the model)."""
     if ":" in config.rollout_engine:
-        import importlib
-
-        module_name, _, class_name = config.rollout_engine.partition(":")
-        engine_class = getattr(importlib.import_module(module_name), class_name)
-        return engine_class(config=config, module=module, tokenizer=tokenizer)
+        return engine_class(config.rollout_engine)(config=config, module=module, tokenizer=tokenizer)
     if config.rollout_engine == "hf":
         from torl_rllib.rollout.hf_engine import HFEngine
 
