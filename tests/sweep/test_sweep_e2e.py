@@ -109,7 +109,7 @@ def test_a_sweep_trial_runs_on_the_vllm_engine(tmp_path, ray_cluster):
 
     before = vllm_pids()
     sweep = write_sweep(tmp_path, {"rollout.rollout_engine": {"grid": ["vllm"]}},
-                        {"stop": {"steps": 2}, "checkpoint_every": 0, "max_concurrent_trials": 1})
+                        {"stop": {"steps": 2}, "checkpoint_every": 2, "max_concurrent_trials": 1})
     outcome = run_sweep_in(tmp_path, sweep)
     assert outcome.status == "FINISHED", outcome.table
     client = store(tmp_path)
