@@ -135,7 +135,8 @@ async def run_trajectory(
             obs_ids = tokenizer.encode(observation, add_special_tokens=False)
             if config.budget_counts_tool_output:
                 obs_ids = obs_ids[: config.max_response_tokens - len(traj.response_ids)]
-            obs_ids = obs_ids[: max(0, _room(traj, config))]
+            if config.context_length is not None:
+                obs_ids = obs_ids[: max(0, int(_room(traj, config)))]
             traj._extend(obs_ids, [0.0] * len(obs_ids), trainable=False)
             segment += 1
     except _RetriesSpent as spent:  # one trajectory's failure never fails the batch
