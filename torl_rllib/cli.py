@@ -167,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint {summary['checkpoint']} | summary {output_dir / 'summary.json'}"
     )
     if summary.get("error"):
+        output = f" --output-dir {args.output_dir}" if args.output_dir else ""  # the same run directory
         print(f"error: {summary['error']}\n  continue with: torl-rllib train {args.recipe} "
-              f"{' '.join(args.overrides)} --resume {summary['checkpoint']}".replace("  --", " --"), file=sys.stderr)
+              f"{' '.join(args.overrides)}{output} --resume {summary['checkpoint']}".replace("  --", " --"),
+              file=sys.stderr)
     return 0 if summary["status"] == "FINISHED" else summary.get("exit_code", 1)
 
 

@@ -601,11 +601,11 @@ class GRPO(Algorithm):
         )
         self.last_samples = [row for r in rollouts for row in r["samples"]]
         self.last_failures = summarize_failures(rollouts)
-        if self._is_failing(summary, episodes, current.data_position):
+        if streak := self._failing_streak(summary, episodes, current.data_position):
             logger.warning("step %d: %.0f%% of the trajectories failed (%s); no update (%d failing step(s) in a row)",
                            self.iteration + 1, 100 * summary[FAILED_FRACTION],
                            ", ".join(f"{f['kind']} x{f['count']}" for f in self.last_failures) or "none trainable",
-                           len(self._failing))
+                           streak)
         elif episodes:
             try:
                 if self.config.colocate:  # the engines give their GPU memory to the Learners
@@ -628,9 +628,10 @@ class GRPO(Algorithm):
                            self.iteration + 1)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
 
-    def _is_failing(self, summary: dict, episodes: list, data_position) -> bool:
-        """Whether this step is failing (failed fraction >= ``max_failed_fraction``, or nothing
-        trainable for a reason other than dynamic sampling). Once ``failure_patience`` steps in a
+    def _failing_streak(self, summary: dict, episodes: list, data_position) -> int:
+        """How many steps in a row, this one included, were failing (0: this one is healthy). A
+        step fails when its failed fraction is at least ``max_failed_fraction`` or nothing is
+        trainable for a reason other than dynamic sampling. Once ``failure_patience`` steps in a
         row were, sets ``self.unhealthy`` (a ``RunUnhealthy`` naming the dominant cause) and
         rewinds the data to the streak's start: a resume redoes those problems, and the failing
         steps made no update."""
@@ -638,11 +639,12 @@ class GRPO(Algorithm):
         failing = starved or summary[FAILED_FRACTION] >= self.config.max_failed_fraction
         if not failing:
             self._failing, self._failing_since = [], None
-            return False
+            return 0
         if not self._failing:
             self._failing_since = data_position
         self._failing.append((self.iteration + 1, self.last_failures))
-        if len(self._failing) >= self.config.failure_patience:
+        streak = len(self._failing)
+        if streak >= self.config.failure_patience:
             steps = [step for step, _ in self._failing]
             counts, examples = {}, {}
             for _, failures in self._failing:
@@ -660,7 +662,7 @@ class GRPO(Algorithm):
             self.unhealthy = RunUnhealthy(
                 f"steps {steps[0]}-{steps[-1]} failed in a row (at least {self.config.max_failed_fraction:.0%} "
                 f"of the trajectories failed, or none was trainable); {dominant}")
-        return True
+        return streak
 
     def finish_rollout_ahead(self) -> None:
         """Wait for the rollout running ahead (``max_staleness=1``), if any; it is kept for the
