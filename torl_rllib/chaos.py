@@ -11,9 +11,12 @@ whole process group), after which the run is restarted with ``--resume auto``. P
 completed, kills by component, EnvRunner restarts, re-sampled shards, the infrastructure retries
 (a generation, tool call or grading retried for the same trajectory), failed trajectories, the
 wall-time overhead, whether the sampled prompt sequence and the final weights equal the
-undisturbed run's (they must: runner failures are re-sampled with the same seeds, a tool call
-whose jail or pool was killed runs the same snippet again, and a resumed trainer continues
-exactly), and the two accuracy curves.
+undisturbed run's, the largest weight difference, and the two accuracy curves. Runner failures are
+re-sampled with the same seeds, a tool call whose jail or pool was killed runs the same snippet
+again, and a resumed trainer continues exactly, so the data of every step is the undisturbed one.
+The weights still differ in their last bits: a rollout's log-probabilities depend, at float
+rounding, on which sequences share an engine batch, which depends on timing (two undisturbed runs,
+one beside a busy CPU, differ the same way).
 """
 
 from __future__ import annotations
@@ -107,11 +110,15 @@ def chaos(recipe: Path, out: Path, steps: int, extra: list[str], kill_every: flo
             "trainer_sessions": sessions, "clean_stops": stops}
 
 
-def _weights_equal(a: Path, b: Path) -> bool:
+def _weights_diff(a: Path, b: Path) -> float:
+    """The largest absolute difference between two exported policies' weights (inf if their
+    tensors differ in name)."""
     from safetensors.torch import load_file
 
     left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    return left.keys() == right.keys() and all((left[k] == right[k]).all() for k in left)
+    if left.keys() != right.keys():
+        return float("inf")
+    return max(float((left[k].double() - right[k].double()).abs().max()) for k in left)
 
 
 def _curve(lines: list[dict], steps: list[int]) -> list[float | None]:
@@ -148,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "dropped_groups": int(sum(line.get("dropped_groups", 0) for line in got)), "undisturbed_wall_s": base_s,
         "overhead": report["wall_s"] / base_s,
         "prompts_equal": [l["problems_digest"] for l in got] == [l["problems_digest"] for l in ref],  # noqa: E741
-        "weights_equal": _weights_equal(base / "final_model", disturbed / "final_model"),
+        "weights_max_abs_diff": (diff := _weights_diff(base / "final_model", disturbed / "final_model")),
+        "weights_equal": diff == 0.0,
         "accuracy_steps": marks, "accuracy_undisturbed": _curve(ref, marks), "accuracy_chaos": _curve(got, marks),
     })
     if args.json:
@@ -165,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
           f"retries: {retried} | trajectories failed {report['trajectories_failed']} "
           f"(groups dropped {report['dropped_groups']})")
     print(f"wall time: undisturbed {base_s:.0f} s, chaos {report['wall_s']:.0f} s: {report['overhead']:.2f}x")
-    expect = "expected: every failure recovered" if not report["trajectories_failed"] else \
-        f"not required: {report['trajectories_failed']} trajectories failed after their retries"
-    print(f"prompt sequence equal: {report['prompts_equal']} | final weights equal: {report['weights_equal']} ({expect})")
+    print(f"prompt sequence equal: {report['prompts_equal']} | final weights equal: {report['weights_equal']} "
+          f"(largest difference {report['weights_max_abs_diff']:.1e})")
     print(f"accuracy at steps {marks}: undisturbed {report['accuracy_undisturbed']}, chaos {report['accuracy_chaos']}")
     return 0
 
