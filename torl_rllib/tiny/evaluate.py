@@ -1,4 +1,4 @@
-"""Self-check of the tiny base model with ToRL's tool semantics (C = 1), on CPU.
+"""Self-check of a tiny base model with ToRL's tool semantics (C = 1 unless told), on CPU.
 
 The same engine and tool loop as a GRPO rollout (``HFEngine`` + ``run_trajectory``: sampling at
 temperature 1, no top-p/top-k, stop at ```` ```output ````, the response budget counting tool
@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.hf_engine import HFEngine
+from torl_rllib.rollout.observation import EMPTY_OUTPUT_MESSAGE
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
 from torl_rllib.tasks import extract_boxed
 from torl_rllib.tasks.templates import render_prompt
@@ -34,6 +35,9 @@ class Trajectory:
     response: str
     used_code: bool
     correct: bool
+    kind: str = ""  # the problem's kind, where it has one
+    failed_call: bool = False  # some execution failed or printed nothing
+    recovered: bool = False  # ... and a later one printed a result
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,28 @@ class EvalReport:
     code_ratio: float
     accuracy_with_code: float
     accuracy_without_code: float
+    failed_call_rate: float = float("nan")  # of responses with code: a call failed or printed nothing
+    recovery_rate: float = float("nan")  # of those: a later call printed a result
+    by_kind: dict = field(default_factory=dict)  # kind -> the same report over that kind's problems
 
     @classmethod
-    def from_trajectories(cls, trajectories: Sequence[Trajectory]) -> "EvalReport":
+    def from_trajectories(cls, trajectories: Sequence[Trajectory], split: bool = True) -> "EvalReport":
         def mean(values: list[bool]) -> float:
             return sum(values) / len(values) if values else float("nan")
 
-        with_code = [t.correct for t in trajectories if t.used_code]
-        without_code = [t.correct for t in trajectories if not t.used_code]
+        with_code = [t for t in trajectories if t.used_code]
+        failed = [t for t in with_code if t.failed_call]
+        kinds = sorted({t.kind for t in trajectories if t.kind}) if split else []
         return cls(
             samples=len(trajectories),
             accuracy=mean([t.correct for t in trajectories]),
             code_ratio=mean([t.used_code for t in trajectories]),
-            accuracy_with_code=mean(with_code),
-            accuracy_without_code=mean(without_code),
+            accuracy_with_code=mean([t.correct for t in with_code]),
+            accuracy_without_code=mean([t.correct for t in trajectories if not t.used_code]),
+            failed_call_rate=mean([t.failed_call for t in with_code]),
+            recovery_rate=mean([t.recovered for t in failed]),
+            by_kind={kind: cls.from_trajectories([t for t in trajectories if t.kind == kind], split=False)
+                     for kind in kinds},
         )
 
     def to_dict(self) -> dict:
@@ -77,10 +89,12 @@ def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> Executio
     return ExecutionResult(done.stdout, done.stderr if done.returncode else "")
 
 
-def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: int = 0) -> list[Trajectory]:
-    """One response per problem with at most one tool call; ``budget`` counts model and tool tokens."""
+def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: int = 0,
+             max_tool_calls: int = 1) -> list[Trajectory]:
+    """One response per problem with at most ``max_tool_calls`` tool calls; ``budget`` counts
+    model and tool tokens."""
     engine = HFEngine(model, tokenizer, max_batch_size=len(problems))
-    loop_config = ToolLoopConfig(max_tool_calls=1, max_response_tokens=budget)
+    loop_config = ToolLoopConfig(max_tool_calls=max_tool_calls, max_response_tokens=budget)
     sampling = SamplingParams(max_new_tokens=budget)
 
     async def execute(code: str) -> ExecutionResult:
@@ -103,12 +117,18 @@ def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: i
         if traj.error:
             raise RuntimeError(f"self-check rollout failed: {traj.error}")
         text = tokenizer.decode(traj.response_ids, skip_special_tokens=True)
-        out.append(Trajectory(text, bool(traj.tool_calls), extract_boxed(text) == problem.answer))
+        printed = [call.ok and call.observation != EMPTY_OUTPUT_MESSAGE for call in traj.tool_calls]
+        first_bad = printed.index(False) if False in printed else None
+        out.append(Trajectory(
+            text, bool(traj.tool_calls), extract_boxed(text) == problem.answer, getattr(problem, "kind", ""),
+            failed_call=first_bad is not None, recovered=first_bad is not None and any(printed[first_bad + 1:]),
+        ))
     return out
 
 
 def evaluate(
-    model, tokenizer, problems: Sequence[Problem], budget: int = 128, seed: int = 0, batch_size: int = 50
+    model, tokenizer, problems: Sequence[Problem], budget: int = 128, seed: int = 0, batch_size: int = 50,
+    max_tool_calls: int = 1,
 ) -> tuple[EvalReport, list[Trajectory]]:
     """Sample one response per problem and report accuracy and code use."""
     from tqdm import tqdm
@@ -116,5 +136,6 @@ def evaluate(
     model.eval()
     trajectories = []
     for start in tqdm(range(0, len(problems), batch_size), desc="eval", unit="batch", leave=False):
-        trajectories += rollouts(model, tokenizer, problems[start : start + batch_size], budget, seed + start)
+        trajectories += rollouts(model, tokenizer, problems[start : start + batch_size], budget, seed + start,
+                                 max_tool_calls)
     return EvalReport.from_trajectories(trajectories), trajectories

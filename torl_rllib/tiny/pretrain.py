@@ -1,9 +1,14 @@
 """Pretrain the tiny CPU "base model": a ~1M-parameter Qwen2 over characters.
 
     python -m torl_rllib.tiny.pretrain --out assets/tiny-math-base [--steps N --seed S]
+    python -m torl_rllib.tiny.pretrain --out assets/tiny-emergent-base --curriculum emergent \
+        --init assets/tiny-math-base --steps 600 --lr 1e-3
 
-Trains on synthetic documents (``torl_rllib.tiny.synthetic``) in which a fraction of the
-responses use a python block with its real output and the rest guess; the loss covers the
+Trains on synthetic documents in which a fraction of the responses use a python block with its
+real output and the rest reason without it: the ``arithmetic`` curriculum
+(``torl_rllib.tiny.synthetic``) or the ``emergent`` one (``torl_rllib.tiny.emergent``: two
+problem kinds, buggy and ineffective code, rare fixes), optionally continuing from a model
+folder (``--init``) instead of a fresh initialisation. The loss covers the
 model-written response tokens and EOS, not the prompt or the tool output. Afterwards it samples
 responses to held-out problems with the real tool semantics and reports accuracy and code use,
 then saves model, tokenizer, generation config and ``pretrain_report.json`` into ``--out``.
@@ -28,6 +33,7 @@ from tqdm import tqdm
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from torl_rllib.rollout.hf_engine import kv_cache_argument
+from torl_rllib.tiny.emergent import emergent_split, sample_emergent_documents
 from torl_rllib.tiny.evaluate import evaluate
 from torl_rllib.tiny.synthetic import (
     Document,
@@ -57,12 +63,15 @@ class PretrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     bf16: bool = True  # autocast matmuls to bfloat16 (AMX/AVX-512 CPUs); weights stay fp32
-    code_fraction: float = 0.375  # 12 of every 32 documents
+    code_fraction: float = 0.375  # 12 of every 32 documents (arithmetic; emergent: see its module)
+    curriculum: str = "arithmetic"  # or "emergent"
+    init: str | None = None  # a model folder to continue from (same tokenizer and shape)
     seed: int = 0
     data_seed: int = 0  # the problem split; must match the dataset files
     n_test: int = 400
     eval_samples: int = 200
     eval_budget: int = 128
+    eval_tool_calls: int = 1  # C of the self-check
     hidden_size: int = 128
     layers: int = 4
     heads: int = 4
@@ -139,6 +148,23 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+CURRICULA = ("arithmetic", "emergent")
+
+
+def curriculum_documents(problems: Sequence[Problem], config: PretrainConfig, seed: int) -> list[Document]:
+    """One batch of the configured curriculum's documents."""
+    if config.curriculum == "emergent":
+        return sample_emergent_documents(problems, config.batch_size, seed)
+    return sample_documents(problems, config.batch_size, config.code_fraction, seed)
+
+
+def self_check_problems(config: PretrainConfig) -> list[Problem]:
+    """The held-out problems the self-check samples (the emergent curriculum adds the times table)."""
+    if config.curriculum == "emergent":
+        return emergent_split(config.data_seed, 0, config.eval_samples)[1]
+    return split_problems(config.data_seed, 0, config.n_test)[1][: config.eval_samples]
+
+
 def pretrain(model, tokenizer, problems: Sequence[Problem], config: PretrainConfig) -> list[float]:
     """Train ``model`` in place on freshly sampled documents; returns the loss of every step."""
     torch.manual_seed(config.seed)
@@ -151,7 +177,7 @@ def pretrain(model, tokenizer, problems: Sequence[Problem], config: PretrainConf
     progress = tqdm(range(config.steps), desc="pretrain", unit="step")
     for step in progress:
         seed = config.seed * 1_000_003 + step
-        docs = sample_documents(problems, config.batch_size, config.code_fraction, seed)
+        docs = curriculum_documents(problems, config, seed)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
@@ -175,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--code-fraction", type=float, default=defaults.code_fraction)
     parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
+    parser.add_argument("--curriculum", choices=CURRICULA, default=defaults.curriculum)
+    parser.add_argument("--init", default=None, help="continue from this model folder")
+    parser.add_argument("--eval-budget", type=int, default=defaults.eval_budget, help="self-check response tokens")
+    parser.add_argument("--eval-tool-calls", type=int, default=defaults.eval_tool_calls, help="self-check C")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -187,19 +217,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         lr=args.lr,
         code_fraction=args.code_fraction,
         eval_samples=args.eval_samples,
+        curriculum=args.curriculum,
+        init=args.init,
+        eval_budget=args.eval_budget,
+        eval_tool_calls=args.eval_tool_calls,
     )
     # Pretraining sees every problem except the held-out test split the self-check uses.
-    pool, test = split_problems(config.data_seed, len(all_problems()) - config.n_test, config.n_test)
+    pool, _ = split_problems(config.data_seed, len(all_problems()) - config.n_test, config.n_test)
     tokenizer = build_tokenizer()
     torch.manual_seed(config.seed)
-    model = build_model(config, len(tokenizer), tokenizer.eos_token_id)
+    if config.init:
+        model = Qwen2ForCausalLM.from_pretrained(config.init, dtype=torch.float32)
+    else:
+        model = build_model(config, len(tokenizer), tokenizer.eos_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %d parameters; %d threads; config %s", n_params, args.threads, config)
 
     started = time.time()
     losses = pretrain(model, tokenizer, pool, config)
     train_seconds = time.time() - started
-    report, trajectories = evaluate(model, tokenizer, test[: config.eval_samples], config.eval_budget, config.seed)
+    report, trajectories = evaluate(model, tokenizer, self_check_problems(config), config.eval_budget,
+                                    config.seed, max_tool_calls=config.eval_tool_calls)
     for trajectory in trajectories[:3]:
         logger.info("sample (code=%s, correct=%s): %r", trajectory.used_code, trajectory.correct, trajectory.response)
 
@@ -230,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"accuracy with code {report.accuracy_with_code:.3f}  without code {report.accuracy_without_code:.3f}  "
         f"({report.samples} samples, temperature 1.0)"
     )
+    for kind, sub in report.by_kind.items():
+        print(f"  {kind}: accuracy {sub.accuracy:.3f}  code ratio {sub.code_ratio:.3f}  "
+              f"with code {sub.accuracy_with_code:.3f}  without {sub.accuracy_without_code:.3f}  "
+              f"failed calls {sub.failed_call_rate:.3f}  recovered {sub.recovery_rate:.3f}")
     print(f"saved to {out}")
 
 
