@@ -47,7 +47,7 @@ def test_every_shared_benchmark_row_grades_through_the_harness(engine, tmp_path)
     assert not wrong, f"{len(wrong)} rows graded otherwise, e.g. {wrong[:3]}"
     for metrics in report["benchmarks"].values():
         assert metrics["accuracy"] == expected and metrics["failed_samples"] == 0
-        assert metrics["code_ratio"] == 1.0 and metrics["code_success_rate"] == 1.0  # the sandbox ran each
+        assert metrics["code_ratio"] == 1.0 and metrics["executable_code_rate"] == 1.0  # the sandbox ran each
     if engine == "GoldEngine":  # the boxed answer is what the tool printed
         assert all(m["tool_grounded_answer_rate"] == 1.0 for m in report["benchmarks"].values())
 

@@ -171,7 +171,7 @@ def undisturbed_second_step(ray_cluster):
         algo.stop()
 
 
-UNCHANGED = ("trajectories", "accuracy", "reward_mean", "code_ratio", "code_success_rate",
+UNCHANGED = ("trajectories", "accuracy", "reward_mean", "code_ratio", "executable_code_rate",
              "tool_calls_per_response", "response_length/total_tokens")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torl_rllib.algorithms.grpo.rollout_metrics import summarize_failures
+from torl_rllib.rollout.metrics import summarize_failures
 from torl_rllib.rollout.failures import MAX_LINKS, describe_failure, exception_chain, failure_kind
 
 

@@ -87,7 +87,12 @@ def test_sweep_makes_one_parent_and_a_child_run_per_trial(tmp_path, ray_cluster)
     assert len(table["data"]) == 2 and "training.lr" in table["columns"]
     best = parent.data.tags["torl.best_trial"]
     assert parent.data.tags["torl.best_run_id"] in {c.info.run_id for c in children}
-    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plots")} == {"plots/accuracy_vs_training.lr.png"}
+    # The metric and the seconds per step against the searched key; each tracked curve, all trials.
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plots")} == {
+        "plots/accuracy_vs_training.lr.png", "plots/step_s_vs_training.lr.png", "plots/curves"}
+    curves = {a.path for a in client.list_artifacts(parent.info.run_id, "plots/curves")}
+    assert {"plots/curves/accuracy.png", "plots/curves/code_ratio.png",
+            "plots/curves/response_length_model_tokens.png"} <= curves, curves
     models = client.search_logged_models([parent.info.experiment_id])
     assert [m.source_run_id for m in models] == [parent.info.run_id], "best model logged on the parent only"
     assert outcome.summary["best"]["trial"] == best

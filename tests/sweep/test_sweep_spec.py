@@ -57,7 +57,8 @@ def test_distribution_shapes_and_bounds():
     found = problems(
         "search_space.training.lr={uniform: [0.1, 0.01]}", "search_space.training.group_size={randint: [2.5, 8]}",
         "search_space.seed={gird: [0, 1]}", "search_space.rollout.top_p=0.9",
-        "search_space.training.kl_coef={choice: []}",
+        "search_space.training.kl_coeff={choice: []}",
+        "search_space.training.entropy_coef={grid: [0.0, 0.01]}",
     )
     assert found == [
         "search_space.training.lr: uniform bounds must have low < high; got [0.1, 0.01]",
@@ -65,7 +66,8 @@ def test_distribution_shapes_and_bounds():
         "search_space.seed: unknown distribution 'gird' (did you mean 'grid'?)",
         "search_space.rollout.top_p: must be one of {grid, choice, uniform, loguniform, randint} "
         "mapped to its values, e.g. {grid: [0, 1]}; got 0.9",
-        "search_space.training.kl_coef: choice takes a list of values, one sampled per trial; got []",
+        "search_space.training.kl_coeff: choice takes a list of values, one sampled per trial; got []",
+        "search_space.training.entropy_coef: renamed to training.entropy_coeff (RLlib's name)",
     ]
 
 
@@ -104,7 +106,7 @@ def test_inline_recipe_sections_resolve_paths_against_the_sweep_file(tmp_path):
 def test_pbt_mutates_only_optimizer_and_clip_settings():
     found = problems("tune.scheduler={type: pbt}", "search_space={rollout.max_tool_calls: {grid: [0, 1]}}")
     assert found == ["tune.scheduler: pbt needs mutations of at least one of ['training.lr', "
-                     "'training.clip_eps_low', 'training.clip_eps_high', 'training.entropy_coef'] "
+                     "'training.clip_eps_low', 'training.clip_eps_high', 'training.entropy_coeff'] "
                      "(search one of them, or list them under scheduler.mutations)"]
     spec = load_sweep(SWEEP, ["tune.scheduler={type: pbt, perturbation_interval: 2}"])
     assert set(spec.tune.scheduler_args["mutations"]) == {"training.lr"}

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from torl_rllib.tasks.datasets import load_dataset
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import TEMPLATE, Problem, make_document
+from torl_rllib.tiny.synthetic import TEMPLATE, Multiplication, make_document
 from torl_rllib.tiny.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def model():
 
 def test_shipped_tokenizer_matches_the_builder(tokenizer):
     built = build_tokenizer()
-    text = make_document(Problem(47, 83), use_code=True).text
+    text = make_document(Multiplication(47, 83), use_code=True).text
     assert tokenizer.encode(text) == built.encode(text)
     assert tokenizer.decode(tokenizer.encode(text)) == text
     assert tokenizer.eos_token_id == tokenizer.pad_token_id == built.eos_token_id
@@ -46,7 +46,7 @@ def test_shipped_model_is_a_small_qwen2(model, tokenizer):
 
 def test_shipped_model_prefers_the_documented_continuations(model, tokenizer):
     """Teacher-forced: the model copies the tool output into the box."""
-    document = make_document(Problem(47, 83), use_code=True)
+    document = make_document(Multiplication(47, 83), use_code=True)
     ids = torch.tensor([tokenizer.encode(document.text)])
     with torch.no_grad():
         predicted = model(input_ids=ids).logits[0, :-1].argmax(-1)

@@ -11,7 +11,7 @@ import pytest
 from torl_rllib.rollout.observation import EMPTY_OUTPUT_MESSAGE
 from torl_rllib.tasks.datasets import load_dataset
 from torl_rllib.tiny.emergent import (
-    GIVE_UP, KINDS, SNIPPET_SHARES, TIMES_TABLE, TWO_DIGIT, KindedProblem, emergent_split,
+    GIVE_UP, KINDS, SNIPPET_SHARES, TIMES_TABLE, TWO_DIGIT, KindedMultiplication, emergent_split,
     make_emergent_document, sample_emergent_documents, times_table,
 )
 from torl_rllib.tiny.synthetic import split_problems
@@ -26,9 +26,9 @@ def observations(document) -> list[str]:
 
 
 def test_plain_answers_are_right_on_the_times_table_and_wrong_on_two_digit_products():
-    assert KindedProblem(7, 8).problem == "What is seven times eight?"
-    assert make_emergent_document(KindedProblem(7, 8), use_code=False).response.endswith("\\boxed{56}.")
-    assert not make_emergent_document(KindedProblem(47, 83), use_code=False).response.endswith("\\boxed{3901}.")
+    assert KindedMultiplication(7, 8).problem == "What is seven times eight?"
+    assert make_emergent_document(KindedMultiplication(7, 8), use_code=False).response.endswith("\\boxed{56}.")
+    assert not make_emergent_document(KindedMultiplication(47, 83), use_code=False).response.endswith("\\boxed{3901}.")
 
 
 @pytest.mark.parametrize("variant,shown", [
@@ -38,7 +38,7 @@ def test_plain_answers_are_right_on_the_times_table_and_wrong_on_two_digit_produ
     ("no_print", EMPTY_OUTPUT_MESSAGE),
 ])
 def test_each_snippet_variant_shows_its_real_execution(variant, shown):
-    document = make_emergent_document(KindedProblem(47, 83), use_code=True, variant=variant)
+    document = make_emergent_document(KindedMultiplication(47, 83), use_code=True, variant=variant)
     assert observations(document)[0].strip().splitlines()[0] == shown
     if variant == "clean":
         assert document.response.endswith("\\boxed{3901}.")
@@ -47,7 +47,7 @@ def test_each_snippet_variant_shows_its_real_execution(variant, shown):
 
 
 def test_a_retry_fixes_the_code_and_answers_from_its_output():
-    document = make_emergent_document(KindedProblem(47, 83), use_code=True, variant="name_error", retry=True)
+    document = make_emergent_document(KindedMultiplication(47, 83), use_code=True, variant="name_error", retry=True)
     assert [o.strip().splitlines()[0] for o in observations(document)] == [
         "NameError: name 'a' is not defined", "3901"]
     assert document.response.endswith("\\boxed{3901}.")
@@ -57,13 +57,13 @@ def test_a_retry_fixes_the_code_and_answers_from_its_output():
 @pytest.mark.parametrize("retry", [False, True])
 def test_code_for_a_times_table_problem_in_words_never_runs(variant, retry):
     """The base model's code copies the words, so on this kind the tool can only lose."""
-    document = make_emergent_document(KindedProblem(7, 8), use_code=True, variant=variant, retry=retry)
+    document = make_emergent_document(KindedMultiplication(7, 8), use_code=True, variant=variant, retry=retry)
     assert all(o.strip().split(":")[0] in ("NameError", "SyntaxError") for o in observations(document))
     assert len(observations(document)) == 1 + retry and document.response.endswith(GIVE_UP)
 
 
 def test_document_mix_matches_the_documented_shares():
-    two_digit = [KindedProblem(p.a, p.b) for p in split_problems(0, 500, 400)[0]]
+    two_digit = [KindedMultiplication(p.a, p.b) for p in split_problems(0, 500, 400)[0]]
     docs = sample_emergent_documents(two_digit, 4000, seed=1)
     kinds = Counter(TWO_DIGIT if re.search(r"What is \d+ \* \d+\?", d.prompt) else TIMES_TABLE for d in docs)
     assert 0.35 < kinds[TIMES_TABLE] / len(docs) < 0.45

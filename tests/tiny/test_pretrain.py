@@ -1,12 +1,12 @@
 import torch
 
 from torl_rllib.tiny.pretrain import PretrainConfig, build_model, document_loss, encode_batch, learning_rate
-from torl_rllib.tiny.synthetic import Problem, make_document, shared_prefix
+from torl_rllib.tiny.synthetic import Multiplication, make_document, shared_prefix
 from torl_rllib.tiny.tokenizer import build_tokenizer
 
 
 def _batch(tokenizer):
-    docs = [make_document(Problem(47, 83), True), make_document(Problem(12, 99), False)]
+    docs = [make_document(Multiplication(47, 83), True), make_document(Multiplication(12, 99), False)]
     return docs, encode_batch(docs, tokenizer)
 
 

@@ -4,11 +4,11 @@ from torl_rllib.rollout.observation import format_observation
 from torl_rllib.tasks.templates import render_prompt
 from torl_rllib.rollout.tool_loop import last_python_block
 from torl_rllib.tasks import extract_boxed
-from torl_rllib.tiny.evaluate import execute_subprocess
+from torl_rllib.tiny.self_check import execute_subprocess
 from torl_rllib.tiny.synthetic import (
     STOP_STRING,
     TEMPLATE,
-    Problem,
+    Multiplication,
     all_problems,
     make_document,
     sample_documents,
@@ -29,7 +29,7 @@ def test_split_is_disjoint_seeded_and_test_set_independent_of_train_size():
 
 
 def test_code_document_holds_the_real_output_in_observation_format():
-    problem = Problem(47, 83)
+    problem = Multiplication(47, 83)
     doc = make_document(problem, use_code=True)
     assert doc.prompt == render_prompt(TEMPLATE, "What is 47 * 83?")
     (before, trainable_before), (observation, trainable_obs), (after, trainable_after) = doc.segments
@@ -43,7 +43,7 @@ def test_code_document_holds_the_real_output_in_observation_format():
 
 
 def test_guess_document_has_no_code_and_is_almost_always_wrong():
-    doc = make_document(Problem(47, 83), use_code=False)
+    doc = make_document(Multiplication(47, 83), use_code=False)
     assert "```" not in doc.response and len(doc.segments) == 1
     assert extract_boxed(doc.response) == "4000"
     problems = all_problems()

@@ -1,6 +1,6 @@
 """How one response used the tool: the per-response facts behind ToRL's emergent-behaviour
-analysis (code ratio, code pass rate, error recovery, tool-grounded answers), the same in
-training and evaluation."""
+analysis (code ratio, executable code, ineffective code, error recovery, tool-grounded answers),
+the same in training and evaluation."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class ToolUse:
 
     used_code: bool  # at least one executed block
     calls: int
-    failed_calls: int
+    failed_calls: int  # raised, timed out, or had no code block
+    ineffective_calls: int  # ran, but printed nothing or not the final answer
     had_failure: bool  # some execution failed (error or timeout)
     recovered: bool  # a failed execution was followed by a successful one
     grounded: bool  # the final answer appears in what a tool printed
@@ -44,6 +45,7 @@ def tool_use(calls: Sequence, answer: str | None) -> ToolUse:
         used_code=bool(executed),
         calls=len(calls),
         failed_calls=outcomes.count(False),
+        ineffective_calls=sum(c.ok and not (c.printed and _grounded(answer, [c.observation])) for c in executed),
         had_failure=first_failure is not None,
         recovered=first_failure is not None and any(outcomes[first_failure + 1:]),
         grounded=_grounded(answer, [c.observation for c in executed]),

@@ -25,7 +25,8 @@ from torl_rllib.sweep.parent_run import record_results, start_parent_run
 from torl_rllib.sweep.report import TrialConsole, format_table, rank, trial_rows
 from torl_rllib.sweep.search_space import config_path
 from torl_rllib.sweep.spec import SweepSpec, override_text
-from torl_rllib.train import init_ray
+from torl_rllib.tracking.config import DEFAULT_PLOT_METRICS
+from torl_rllib.utils.cluster import init_ray
 
 __all__ = ["run_sweep", "SweepOutcome", "EXPERIMENT_DIR"]
 
@@ -201,7 +202,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = False) -> S
     t = spec.tune
     analysis = ExperimentAnalysis(str(spec.output_dir / EXPERIMENT_DIR),
                                   default_metric=f"torl/{t.metric}", default_mode=t.mode)
-    rows = rank(trial_rows(analysis, t.metric, list(spec.search_space), t.steps), t.mode)
+    curves = spec.recipe.data.get("tracking", {}).get("plot_metrics", DEFAULT_PLOT_METRICS)
+    rows = rank(trial_rows(analysis, t.metric, list(spec.search_space), t.steps, curves), t.mode)
     # Trials not started yet are not in Tune's state at all (the search creates them lazily).
     interrupted = len(rows) < spec.num_trials or any(r.status == "unfinished" for r in rows)
     best = rows[0] if rows and rows[0].ranked is not None else None

@@ -1,5 +1,7 @@
 """The sweep's parent MLflow run: its params, and at the end the results table, the best trial,
-a plot of the metric against each searched key, and tags on every trial's child run.
+plots of the metric and of seconds per step against each searched key (e.g. ToRL's C
+trade-off), one plot per tracked curve with every trial's line, and tags on every trial's
+child run.
 
 Trials track themselves (``MlflowTrackingCallback``, as children via ``mlflow.parentRunId``);
 this module only writes what needs every trial's outcome. Like all tracking, a failure here
@@ -49,7 +51,7 @@ def start_parent_run(spec: SweepSpec, resume_run_id: str | None) -> MlflowTracke
     return tracker
 
 
-def _scatter(key: str, points: list[tuple[Any, float]], metric: str) -> Figure:
+def _scatter(key: str, points: list[tuple[Any, float]], ylabel: str) -> Figure:
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.add_subplot()
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
@@ -58,8 +60,25 @@ def _scatter(key: str, points: list[tuple[Any, float]], metric: str) -> Figure:
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
     ax.set_xlabel(key)
-    ax.set_ylabel(f"{metric} (last-{RANK_WINDOW} mean)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def _curves(name: str, rows: list[TrialRow]) -> Figure | None:
+    """One metric over training, one line per trial (labelled by its searched values)."""
+    lines = [(r, r.curves.get(name)) for r in rows if r.curves.get(name)]
+    if not lines:
+        return None
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for row, points in lines:
+        label = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.values.items())
+        ax.plot(*zip(*points), label=label or row.trial_id)
+    ax.set_title(name)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return fig
 
 
@@ -80,7 +99,15 @@ def record_results(tracker: MlflowTracker, spec: SweepSpec, rows: list[TrialRow]
     for key in spec.search_space:
         points = [(r.values[key], r.ranked) for r in rows if r.ranked is not None]
         if points:
-            tracker.log_figure(_scatter(key, points, metric), f"plots/{metric}_vs_{key}.png")
+            tracker.log_figure(_scatter(key, points, f"{metric} (last-{RANK_WINDOW} mean)"),
+                               f"plots/{metric}_vs_{key}.png")
+        times = [(r.values[key], r.step_s) for r in rows if r.step_s is not None]
+        if times:
+            tracker.log_figure(_scatter(key, times, "seconds per step (mean)"), f"plots/step_s_vs_{key}.png")
+    for name in sorted({name for row in rows for name in row.curves}):
+        figure = _curves(name, rows)
+        if figure is not None:
+            tracker.log_figure(figure, f"plots/curves/{name.replace('/', '_')}.png")
     _tag_children(tracker, rows, best)
     if best_model is not None:
         tracker.log_model(best_model, registered_model_name=tracker.cfg.register_model)

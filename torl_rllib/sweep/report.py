@@ -12,13 +12,14 @@ from typing import Any
 
 from ray import tune
 
-from torl_rllib.algorithms.grpo.rollout_metrics import FAILED_FRACTION
+from torl_rllib.rollout.metrics import FAILED_FRACTION
 from torl_rllib.sweep.search_space import config_path
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 __all__ = ["TrialConsole", "TrialRow", "trial_rows", "format_table", "rank", "RANK_WINDOW"]
 
 RANK_WINDOW = 5  # trials are ranked by the mean of their last 5 steps (Tune's "last-5-avg")
+STEP_S = "time/step_s"
 
 
 def searched_values(config: dict, keys) -> dict[str, Any]:
@@ -101,22 +102,33 @@ class TrialRow:
     mlflow_run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # final step's metrics
     error: str | None = None  # a failed trial's exception line
+    step_s: float | None = None  # mean seconds per training step
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> (step, value)
 
     def as_dict(self, metric: str) -> dict[str, Any]:
         return {"trial": self.trial_id, **self.values, "status": self.status, "steps": self.steps,
                 f"final_{metric}": self.final, f"last{RANK_WINDOW}_mean_{metric}": self.ranked,
                 f"best_{metric}": self.best, "checkpoint": self.checkpoint,
-                "mlflow_run_id": self.mlflow_run_id, "error": self.error}
+                "mlflow_run_id": self.mlflow_run_id, "error": self.error, "seconds_per_step": self.step_s}
 
 
-def trial_rows(analysis, metric: str, searched: list[str], steps: int) -> list[TrialRow]:
-    """Every trial of a finished (or interrupted) Tune experiment, best first."""
-    column = f"{RESULT_KEY}/{metric}"
+def _series(frame, name: str) -> list[tuple[int, float]]:
+    """``(training_iteration, value)`` of one metric in a trial's result frame, finite values only."""
+    column = f"{RESULT_KEY}/{name}"
+    if frame is None or column not in frame:
+        return []
+    return [(int(step), float(v)) for step, v in zip(frame["training_iteration"], frame[column])
+            if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def trial_rows(analysis, metric: str, searched: list[str], steps: int, curves=()) -> list[TrialRow]:
+    """Every trial of a finished (or interrupted) Tune experiment, best first, with the series
+    of each metric named in ``curves``."""
     rows = []
     for trial in analysis.trials:
         frame = analysis.trial_dataframes.get(trial.trial_id)
-        series = [v for v in (frame[column] if frame is not None and column in frame else [])
-                  if isinstance(v, float) and math.isfinite(v)]
+        series = [v for _, v in _series(frame, metric)]
+        step_times = [v for _, v in _series(frame, STEP_S)]
         done = (trial.last_result or {}).get("training_iteration", 0)
         status = {"TERMINATED": "finished" if done >= steps else "stopped early",
                   "ERROR": "failed"}.get(trial.status, "unfinished")
@@ -128,6 +140,8 @@ def trial_rows(analysis, metric: str, searched: list[str], steps: int) -> list[T
             checkpoint=trial.checkpoint.path if trial.checkpoint else None,
             metrics=dict((trial.last_result or {}).get(RESULT_KEY) or {}),
             error=_last_error_line(trial) if status == "failed" else None,
+            step_s=statistics.fmean(step_times) if step_times else None,
+            curves={name: _series(frame, name) for name in curves},
         ))
     return rows
 

@@ -29,7 +29,7 @@ UNSEARCHABLE = {
     "resources": "Tune reserves the same resources for every trial",
 }
 # Where a recipe key lives in ``GRPOConfig.to_dict()`` (see ``Recipe.build_config``).
-_DATA_KEYS = {"train": "train_data", "template": "prompt_template"}
+_DATA_KEYS = {"train": "train_data", "template": "prompt_template", "split_metrics_by": "split_metrics_by"}
 _NESTED_SECTIONS = {"sandbox": "sandbox_config", "reward": "reward", "model": "_model_config"}
 
 

@@ -28,7 +28,6 @@ Overrides on the command line address the sweep file (``tune.num_samples=2``,
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from torl_rllib.recipe import (
     recipe_from_dict, section_schemas, set_override, validate_sections,
 )
 from torl_rllib.sweep.search_space import UNSEARCHABLE, Distribution, parse_distribution
+from torl_rllib.utils.suggest import did_you_mean
 
 __all__ = ["SweepSpec", "TuneSettings", "load_sweep", "metric_names", "SCHEDULERS", "SEARCH_ALGS"]
 
@@ -54,17 +54,18 @@ SCHEDULERS = {
 }
 SEARCH_ALGS = ("random", "grid", "optuna")
 # What PBT may change in a running trial: the optimizer's and the loss's knobs.
-PBT_MUTABLE = ("training.lr", "training.clip_eps_low", "training.clip_eps_high", "training.entropy_coef")
+PBT_MUTABLE = ("training.lr", "training.clip_eps_low", "training.clip_eps_high", "training.entropy_coeff")
 # Recipe keys a trial cannot vary beyond the unsearchable sections, and why.
 FIXED_KEYS = {"model.path": "one base model per sweep", "data.train": "one training set per sweep"}
 
 
 def metric_names() -> list[str]:
     """The per-step metric names a sweep can optimize (``grade/*`` and ``failed/*`` too)."""
-    from torl_rllib.algorithms.grpo import rollout_metrics
+    from torl_rllib.rollout import metrics as rollout_metrics
     from torl_rllib.tracking.step_metrics import LEARNER_METRICS, TIMERS
 
-    names = [v for k, v in vars(rollout_metrics).items() if k.isupper() and isinstance(v, str)]
+    names = [v for k, v in vars(rollout_metrics).items()
+             if k.isupper() and isinstance(v, str) and v != rollout_metrics.SPLIT_PREFIX]
     names += ["trajectories", "tool_timeouts", "dataset_rows_skipped", *LEARNER_METRICS.values()]
     return sorted({*names, *(f"time/{t}_s" for t in TIMERS)})
 
@@ -107,11 +108,6 @@ class SweepSpec:
         return combinations * self.tune.num_samples
 
 
-def _suggest(key: str, valid) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
-
-
 def _split_overrides(overrides: list[str]) -> tuple[list[tuple[list[str], Any]], list[str]]:
     """(sweep-file overrides as (keys, value), base-recipe overrides as text)."""
     sweep, recipe = [], []
@@ -137,7 +133,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     problems: list[str] = []
     for key in raw:
         if key not in SWEEP_KEYS:
-            problems.append(f"{key}: unknown key{_suggest(key, SWEEP_KEYS)}")
+            problems.append(f"{key}: unknown key{did_you_mean(key, SWEEP_KEYS)}")
     name = str(raw.get("name") or path.stem)
     fixed = raw.get("overrides") or {}
     if not isinstance(fixed, dict):
@@ -210,11 +206,14 @@ def _searchable(key: str, schemas: dict) -> str | None:
     if section in UNSEARCHABLE:
         return f"not searchable: {UNSEARCHABLE[section]}"
     if section not in schemas:
-        return f"{section!r} is not a recipe section{_suggest(section, TOP_LEVEL)}"
+        return f"{section!r} is not a recipe section{did_you_mean(section, TOP_LEVEL)}"
     if not name:
         return f"name a key of the {section!r} section, e.g. {section}.{next(iter(schemas[section]))}"
     if name not in schemas[section]:
-        return f"{name!r} is not a key of {section!r}{_suggest(name, schemas[section])}"
+        from torl_rllib.algorithms.grpo import GRPOConfig
+
+        refused = GRPOConfig.refused_training_key(name, prefix="training.") if section == "training" else None
+        return refused or f"{name!r} is not a key of {section!r}{did_you_mean(name, schemas[section])}"
     if key in FIXED_KEYS:
         return f"not searchable: {FIXED_KEYS[key]}"
     return None
@@ -245,7 +244,7 @@ def _tune_settings(raw, recipe: Recipe | None, space: dict, problems: list[str])
         return TuneSettings(**defaults)
     for key in raw:
         if key not in TUNE_KEYS:
-            problems.append(f"tune.{key}: unknown key{_suggest(key, TUNE_KEYS)}")
+            problems.append(f"tune.{key}: unknown key{did_you_mean(key, TUNE_KEYS)}")
     out: dict[str, Any] = dict(defaults)
 
     def integer(key, minimum, allow_none=False):
@@ -266,7 +265,7 @@ def _tune_settings(raw, recipe: Recipe | None, space: dict, problems: list[str])
     metric = raw.get("metric", "accuracy")
     known = metric_names()
     if not isinstance(metric, str) or not (metric in known or metric.startswith(("grade/", "failed/"))):
-        problems.append(f"tune.metric: {metric!r} is not a per-step metric{_suggest(metric, known)}")
+        problems.append(f"tune.metric: {metric!r} is not a per-step metric{did_you_mean(metric, known)}")
     out["metric"] = metric
     mode = raw.get("mode", "max")
     if mode not in ("max", "min"):
@@ -282,7 +281,7 @@ def _tune_settings(raw, recipe: Recipe | None, space: dict, problems: list[str])
             out["steps"] = stop["steps"]
     search_alg = raw.get("search_alg", "random")
     if search_alg not in SEARCH_ALGS:
-        problems.append(f"tune.search_alg: {search_alg!r} is not one of {list(SEARCH_ALGS)}{_suggest(search_alg, SEARCH_ALGS)}")
+        problems.append(f"tune.search_alg: {search_alg!r} is not one of {list(SEARCH_ALGS)}{did_you_mean(search_alg, SEARCH_ALGS)}")
     elif search_alg == "optuna":
         problems.extend(_optuna_problems(space))
     out["search_alg"] = search_alg
@@ -310,7 +309,7 @@ def _scheduler(raw, space: dict, tune: dict, problems: list[str]) -> tuple[str, 
         raw = {"type": raw}
     if not isinstance(raw, dict) or raw.get("type") not in SCHEDULERS:
         kind = raw.get("type") if isinstance(raw, dict) else raw
-        problems.append(f"tune.scheduler: {kind!r} is not one of {list(SCHEDULERS)}{_suggest(str(kind), SCHEDULERS)}")
+        problems.append(f"tune.scheduler: {kind!r} is not one of {list(SCHEDULERS)}{did_you_mean(str(kind), SCHEDULERS)}")
         return "fifo", {}
     kind = raw["type"]
     args = dict(SCHEDULERS[kind])
@@ -318,7 +317,7 @@ def _scheduler(raw, space: dict, tune: dict, problems: list[str]) -> tuple[str, 
         if key == "type":
             continue
         if key not in args:
-            problems.append(f"tune.scheduler.{key}: unknown {kind} parameter{_suggest(key, args) if args else ''}")
+            problems.append(f"tune.scheduler.{key}: unknown {kind} parameter{did_you_mean(key, args) if args else ''}")
         else:
             args[key] = value
     if kind == "asha":

@@ -51,7 +51,7 @@ from torl_rllib.tiny.synthetic import (
     CODE_INTRO,
     TEMPLATE,
     Document,
-    Problem,
+    Multiplication,
     estimate,
     execute_trusted,
     split_problems,
@@ -63,7 +63,7 @@ __all__ = [
     "TWO_DIGIT",
     "KINDS",
     "SNIPPET_SHARES",
-    "KindedProblem",
+    "KindedMultiplication",
     "times_table",
     "emergent_split",
     "make_emergent_document",
@@ -88,7 +88,7 @@ DEMO_TEST_SIZE = 400  # the arithmetic demo's held-out split (``tiny_arithmetic_
 
 
 @dataclass(frozen=True)
-class KindedProblem(Problem):
+class KindedMultiplication(Multiplication):
     """A multiplication problem with its kind: ``times_table`` (one-digit factors, in words) or
     ``two_digit``."""
 
@@ -113,9 +113,9 @@ class KindedProblem(Problem):
         return {**super().to_row(), "kind": self.kind}
 
 
-def times_table() -> list[KindedProblem]:
+def times_table() -> list[KindedMultiplication]:
     """Every one-digit product ``a * b`` with 2 <= a, b <= 9."""
-    return [KindedProblem(a, b) for a in TABLE_FACTORS for b in TABLE_FACTORS]
+    return [KindedMultiplication(a, b) for a in TABLE_FACTORS for b in TABLE_FACTORS]
 
 
 def emergent_split(seed: int, n_two_digit_train: int, n_two_digit_test: int) -> tuple[list, list]:
@@ -126,11 +126,11 @@ def emergent_split(seed: int, n_two_digit_train: int, n_two_digit_test: int) -> 
     if n_two_digit_test > DEMO_TEST_SIZE:
         raise ValueError(f"at most {DEMO_TEST_SIZE} two-digit test problems (the demo's held-out split)")
     train, test = split_problems(seed, n_two_digit_train, DEMO_TEST_SIZE)
-    as_kinded = lambda problems: [KindedProblem(p.a, p.b) for p in problems]  # noqa: E731
+    as_kinded = lambda problems: [KindedMultiplication(p.a, p.b) for p in problems]  # noqa: E731
     return times_table() + as_kinded(train), times_table() + as_kinded(test[:n_two_digit_test])
 
 
-def _plain_answer(problem: KindedProblem) -> str:
+def _plain_answer(problem: KindedMultiplication) -> str:
     """The reasoning-only response: exact for the times table, a rounded estimate otherwise."""
     if problem.kind == TIMES_TABLE:
         a, b = problem.factors
@@ -139,7 +139,7 @@ def _plain_answer(problem: KindedProblem) -> str:
     return f" {problem.a} * {problem.b} is about {ra} * {rb} = {ra * rb}.\n" + ANSWER_LINE.format(answer=ra * rb)
 
 
-def _snippet(problem: KindedProblem, variant: str) -> str:
+def _snippet(problem: KindedMultiplication, variant: str) -> str:
     a, b = problem.factors
     return {
         "clean": f"print({a} * {b})",
@@ -156,7 +156,7 @@ def _call(snippet: str) -> tuple[tuple[str, bool], tuple[str, bool], bool]:
         result.ok and result.stdout.strip())
 
 
-def make_emergent_document(problem: KindedProblem, use_code: bool, variant: str = "clean",
+def make_emergent_document(problem: KindedMultiplication, use_code: bool, variant: str = "clean",
                            retry: bool = False) -> Document:
     """The prompt and one response for ``problem``: plain reasoning, or a first snippet of
     ``variant`` (see ``SNIPPET_SHARES``) that, if it fails, is rewritten and rerun when
@@ -175,7 +175,7 @@ def make_emergent_document(problem: KindedProblem, use_code: bool, variant: str 
     return Document(prompt, (*segments, (ANSWER_LINE.format(answer=answer), True)), True)
 
 
-def sample_emergent_documents(problems: Sequence[Problem], n: int, seed: int) -> list[Document]:
+def sample_emergent_documents(problems: Sequence[Multiplication], n: int, seed: int) -> list[Document]:
     """``n`` documents: ``TIMES_TABLE_SHARE`` of them on the times table, the rest on ``problems``
     (two-digit); half of each use code, with the snippet shares and retries of the module doc."""
     rng = random.Random(seed)
@@ -184,7 +184,7 @@ def sample_emergent_documents(problems: Sequence[Problem], n: int, seed: int) ->
     docs = []
     for _ in range(n):
         problem = rng.choice(table) if rng.random() < TIMES_TABLE_SHARE else rng.choice(problems)
-        problem = KindedProblem(problem.a, problem.b)
+        problem = KindedMultiplication(problem.a, problem.b)
         use_code = rng.random() < CODE_FRACTION
         variant = rng.choices(variants, weights)[0]
         docs.append(make_emergent_document(problem, use_code, variant, retry=rng.random() < RETRY_SHARE))

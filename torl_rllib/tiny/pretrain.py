@@ -34,10 +34,10 @@ from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from torl_rllib.rollout.hf_engine import kv_cache_argument
 from torl_rllib.tiny.emergent import emergent_split, sample_emergent_documents
-from torl_rllib.tiny.evaluate import evaluate
+from torl_rllib.tiny.self_check import run_self_check
 from torl_rllib.tiny.synthetic import (
     Document,
-    Problem,
+    Multiplication,
     all_problems,
     sample_documents,
     shared_prefix,
@@ -151,21 +151,21 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
 CURRICULA = ("arithmetic", "emergent")
 
 
-def curriculum_documents(problems: Sequence[Problem], config: PretrainConfig, seed: int) -> list[Document]:
+def curriculum_documents(problems: Sequence[Multiplication], config: PretrainConfig, seed: int) -> list[Document]:
     """One batch of the configured curriculum's documents."""
     if config.curriculum == "emergent":
         return sample_emergent_documents(problems, config.batch_size, seed)
     return sample_documents(problems, config.batch_size, config.code_fraction, seed)
 
 
-def self_check_problems(config: PretrainConfig) -> list[Problem]:
+def self_check_problems(config: PretrainConfig) -> list[Multiplication]:
     """The held-out problems the self-check samples (the emergent curriculum adds the times table)."""
     if config.curriculum == "emergent":
         return emergent_split(config.data_seed, 0, config.eval_samples)[1]
     return split_problems(config.data_seed, 0, config.n_test)[1][: config.eval_samples]
 
 
-def pretrain(model, tokenizer, problems: Sequence[Problem], config: PretrainConfig) -> list[float]:
+def pretrain(model, tokenizer, problems: Sequence[Multiplication], config: PretrainConfig) -> list[float]:
     """Train ``model`` in place on freshly sampled documents; returns the loss of every step."""
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.time()
     losses = pretrain(model, tokenizer, pool, config)
     train_seconds = time.time() - started
-    report, trajectories = evaluate(model, tokenizer, self_check_problems(config), config.eval_budget,
+    report, trajectories = run_self_check(model, tokenizer, self_check_problems(config), config.eval_budget,
                                     config.seed, max_tool_calls=config.eval_tool_calls)
     for trajectory in trajectories[:3]:
         logger.info("sample (code=%s, correct=%s): %r", trajectory.used_code, trajectory.correct, trajectory.response)

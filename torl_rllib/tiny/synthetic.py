@@ -51,8 +51,8 @@ from torl_rllib.tasks.templates import render_prompt
 __all__ = [
     "TEMPLATE",
     "STOP_STRING",
-    "Problem",
-    "ExecutionResult",
+    "Multiplication",
+    "TrustedResult",
     "Document",
     "all_problems",
     "split_problems",
@@ -72,7 +72,7 @@ FACTORS = range(10, 100)
 
 
 @dataclass(frozen=True)
-class Problem:
+class Multiplication:
     """One multiplication problem ``a * b``."""
 
     a: int
@@ -95,7 +95,7 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class ExecutionResult:
+class TrustedResult:
     """The outcome of running a snippet, in the shape ``format_observation`` reads."""
 
     stdout: str
@@ -124,12 +124,12 @@ class Document:
         return self.prompt + self.response
 
 
-def all_problems() -> list[Problem]:
+def all_problems() -> list[Multiplication]:
     """Every two-digit by two-digit multiplication with a four-digit product, in a fixed order."""
-    return [Problem(a, b) for a in FACTORS for b in FACTORS if a * b >= 1000]
+    return [Multiplication(a, b) for a in FACTORS for b in FACTORS if a * b >= 1000]
 
 
-def split_problems(seed: int, n_train: int, n_test: int) -> tuple[list[Problem], list[Problem]]:
+def split_problems(seed: int, n_train: int, n_test: int) -> tuple[list[Multiplication], list[Multiplication]]:
     """Disjoint train and test problems drawn without replacement with ``seed``.
 
     The test problems are the first ``n_test`` of the shuffled order, so they do not depend on
@@ -144,7 +144,7 @@ def split_problems(seed: int, n_train: int, n_test: int) -> tuple[list[Problem],
 
 
 @lru_cache(maxsize=None)
-def execute_trusted(snippet: str) -> ExecutionResult:
+def execute_trusted(snippet: str) -> TrustedResult:
     """Run generated (trusted) code in this process and capture its stdout and traceback."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -152,7 +152,7 @@ def execute_trusted(snippet: str) -> ExecutionResult:
             exec(compile(snippet, "<snippet>", "exec"), {"__name__": "__main__"})
         except Exception:  # the traceback is the observation, as in the sandbox
             traceback.print_exc()
-    return ExecutionResult(stdout.getvalue(), stderr.getvalue())
+    return TrustedResult(stdout.getvalue(), stderr.getvalue())
 
 
 def shared_prefix() -> str:
@@ -167,7 +167,7 @@ def estimate(value: int) -> int:
     return (value + 5) // 10 * 10
 
 
-def make_document(problem: Problem, use_code: bool) -> Document:
+def make_document(problem: Multiplication, use_code: bool) -> Document:
     """The prompt and a code or guess response for ``problem`` (without the EOS token)."""
     prompt = render_prompt(TEMPLATE, problem.problem)
     if use_code:
@@ -186,7 +186,7 @@ def make_document(problem: Problem, use_code: bool) -> Document:
     return Document(prompt, segments, use_code)
 
 
-def sample_documents(problems: Sequence[Problem], n: int, code_fraction: float, seed: int) -> list[Document]:
+def sample_documents(problems: Sequence[Multiplication], n: int, code_fraction: float, seed: int) -> list[Document]:
     """``n`` documents over random ``problems``; exactly ``round(n * code_fraction)`` of them use code.
 
     A fixed count (not a coin per document) keeps every training batch at the same share, so the

@@ -21,15 +21,15 @@ from torl_rllib.rollout.observation import EMPTY_OUTPUT_MESSAGE
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
 from torl_rllib.tasks import extract_boxed
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import TEMPLATE, ExecutionResult, Problem
+from torl_rllib.tiny.synthetic import TEMPLATE, TrustedResult, Multiplication
 
-__all__ = ["EvalReport", "Trajectory", "execute_subprocess", "rollouts", "evaluate"]
+__all__ = ["SelfCheckReport", "SelfCheckSample", "execute_subprocess", "rollouts", "run_self_check"]
 
 EXEC_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
-class Trajectory:
+class SelfCheckSample:
     """One sampled response (tool output included) and how it was graded."""
 
     response: str
@@ -41,7 +41,7 @@ class Trajectory:
 
 
 @dataclass(frozen=True)
-class EvalReport:
+class SelfCheckReport:
     """Accuracy and code use over sampled responses."""
 
     samples: int
@@ -54,7 +54,7 @@ class EvalReport:
     by_kind: dict = field(default_factory=dict)  # kind -> the same report over that kind's problems
 
     @classmethod
-    def from_trajectories(cls, trajectories: Sequence[Trajectory], split: bool = True) -> "EvalReport":
+    def from_trajectories(cls, trajectories: Sequence[SelfCheckSample], split: bool = True) -> "SelfCheckReport":
         def mean(values: list[bool]) -> float:
             return sum(values) / len(values) if values else float("nan")
 
@@ -77,7 +77,7 @@ class EvalReport:
         return asdict(self)
 
 
-def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> ExecutionResult:
+def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> TrustedResult:
     """Run model-written code in a fresh Python process (a trusted-input self-check, not a sandbox)."""
     try:
         done = subprocess.run(
@@ -85,19 +85,19 @@ def execute_subprocess(code: str, timeout_s: float = EXEC_TIMEOUT_S) -> Executio
         )
     except subprocess.TimeoutExpired as timeout:
         stdout = timeout.stdout.decode() if isinstance(timeout.stdout, bytes) else timeout.stdout or ""
-        return ExecutionResult(stdout, "", timed_out=True)
-    return ExecutionResult(done.stdout, done.stderr if done.returncode else "")
+        return TrustedResult(stdout, "", timed_out=True)
+    return TrustedResult(done.stdout, done.stderr if done.returncode else "")
 
 
-def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: int = 0,
-             max_tool_calls: int = 1) -> list[Trajectory]:
+def rollouts(model, tokenizer, problems: Sequence[Multiplication], budget: int, seed: int = 0,
+             max_tool_calls: int = 1) -> list[SelfCheckSample]:
     """One response per problem with at most ``max_tool_calls`` tool calls; ``budget`` counts
     model and tool tokens."""
     engine = HFEngine(model, tokenizer, max_batch_size=len(problems))
     loop_config = ToolLoopConfig(max_tool_calls=max_tool_calls, max_response_tokens=budget)
     sampling = SamplingParams(max_new_tokens=budget)
 
-    async def execute(code: str) -> ExecutionResult:
+    async def execute(code: str) -> TrustedResult:
         return await asyncio.to_thread(execute_subprocess, code)
 
     async def run_all():
@@ -119,17 +119,17 @@ def rollouts(model, tokenizer, problems: Sequence[Problem], budget: int, seed: i
         text = tokenizer.decode(traj.response_ids, skip_special_tokens=True)
         printed = [call.ok and call.observation != EMPTY_OUTPUT_MESSAGE for call in traj.tool_calls]
         first_bad = printed.index(False) if False in printed else None
-        out.append(Trajectory(
+        out.append(SelfCheckSample(
             text, bool(traj.tool_calls), extract_boxed(text) == problem.answer, getattr(problem, "kind", ""),
             failed_call=first_bad is not None, recovered=first_bad is not None and any(printed[first_bad + 1:]),
         ))
     return out
 
 
-def evaluate(
-    model, tokenizer, problems: Sequence[Problem], budget: int = 128, seed: int = 0, batch_size: int = 50,
+def run_self_check(
+    model, tokenizer, problems: Sequence[Multiplication], budget: int = 128, seed: int = 0, batch_size: int = 50,
     max_tool_calls: int = 1,
-) -> tuple[EvalReport, list[Trajectory]]:
+) -> tuple[SelfCheckReport, list[SelfCheckSample]]:
     """Sample one response per problem and report accuracy and code use."""
     from tqdm import tqdm
 
@@ -138,4 +138,4 @@ def evaluate(
     for start in tqdm(range(0, len(problems), batch_size), desc="eval", unit="batch", leave=False):
         trajectories += rollouts(model, tokenizer, problems[start : start + batch_size], budget, seed + start,
                                  max_tool_calls)
-    return EvalReport.from_trajectories(trajectories), trajectories
+    return SelfCheckReport.from_trajectories(trajectories), trajectories
