@@ -1,6 +1,7 @@
 """The evaluation driver behind ``torl-rllib eval``: a model or checkpoint answers benchmarks on
 RLlib EnvRunners (``ToolEnvRunner.evaluate_problems``: the training tool loop, sandbox,
-grader and template) → console table, ``eval.json``, ``problems.jsonl``, an MLflow run.
+grader and template) → console table, ``eval.json``, ``problems.jsonl``, an MLflow run with a
+sample of the responses as traces (tagged with their benchmark).
 
 Nothing finished is lost: each benchmark's rows are written as soon as it completes, and an
 interrupted evaluation (Ctrl-C, SIGTERM) still writes ``eval.json`` for the benchmarks done
@@ -21,6 +22,7 @@ from torl_rllib.algorithms.grpo.faults import RunCannotContinue
 from torl_rllib.eval_recipe import EvalSpec
 from torl_rllib.evaluation import load_benchmark
 from torl_rllib.evaluation.report import AVERAGE, problem_rows, table3
+from torl_rllib.rollout import metrics as rm
 
 logger = logging.getLogger("torl_rllib")
 
@@ -41,11 +43,11 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
     from ray.rllib.env.env_runner_group import EnvRunnerGroup
     from tqdm.auto import tqdm
 
-    from torl_rllib.algorithms.grpo.evaluation import benchmark_metrics, evaluate_on_env_runners
+    from torl_rllib.algorithms.grpo.evaluation import benchmark_metrics, benchmark_traces, evaluate_on_env_runners
     from torl_rllib.algorithms.grpo.grpo import check_schedulable, start_sandbox_pools
     from torl_rllib.tracking import MlflowTracker, TrackingConfig
     from torl_rllib.tracking.params import library_versions
-    from torl_rllib.train import init_ray
+    from torl_rllib.utils.cluster import init_ray
 
     _interrupt_on_sigterm()
     out = spec.output_dir
@@ -87,6 +89,7 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
         start_sandbox_pools(config)
         group = EnvRunnerGroup(config=config, local_env_runner=config.num_env_runners == 0)
         chunk = max(1, config.engine_max_batch_size // protocol.k)
+        traces = tracker.cfg.traces_per_step if tracker.active and tracker.cfg.traces else None
         for benchmark in benchmarks:
             dataset = load_benchmark(benchmark)
             if dataset.errors:
@@ -94,7 +97,8 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
                                len(dataset.errors), dataset.errors[0])
             began = time.perf_counter()
             with tqdm(total=len(dataset), desc=benchmark.name, unit="problem", dynamic_ncols=True) as bar:
-                results, rollouts = evaluate_on_env_runners(group, dataset.problems, protocol, chunk, bar.update)
+                results, rollouts = evaluate_on_env_runners(group, dataset.problems, protocol, chunk, bar.update,
+                                                            traces=traces)
             wall = time.perf_counter() - began
             metrics = benchmark_metrics(results, rollouts, protocol)
             tokens = sum(s.model_tokens for r in results for s in r.samples)
@@ -103,6 +107,8 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
             with (out / "problems.jsonl").open("a") as f:
                 f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             tracker.log_table_rows(rows, f"eval/problems_{benchmark.name}.json")
+            if traces is not None:
+                tracker.log_traces(source.step or 0, benchmark_traces(rollouts, traces), benchmark=benchmark.name)
             report["benchmarks"][benchmark.name] = {
                 **metrics, "path": str(benchmark.dataset.path), "data_source": benchmark.data_source,
                 "skipped_rows": len(dataset.errors),
@@ -111,6 +117,10 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
             print(f"{benchmark.name}: accuracy {metrics['accuracy']:.3f} | {len(results)} problems x {protocol.k} "
                   f"in {wall:.1f}s ({metrics['problems_per_s']:.2f} problems/s, "
                   f"{metrics['tokens_per_s']:.0f} tokens/s)", flush=True)
+            split_by = spec.data.get("data", {}).get("split_metrics_by")
+            for value in sorted(k.split("/", 1)[1] for k in metrics if k.startswith(f"{rm.CODE_RATIO}/")):
+                print(f"  {split_by}={value}: accuracy {metrics[f'{rm.ACCURACY}/{value}']:.3f}, "
+                      f"code ratio {metrics[f'{rm.CODE_RATIO}/{value}']:.3f}", flush=True)
         report["status"] = "FINISHED"
     except KeyboardInterrupt:
         report["status"] = "KILLED"

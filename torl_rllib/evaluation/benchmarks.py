@@ -4,25 +4,27 @@ path or ``{path, problem_field, answer_field, ...}`` spec besides.
 Registry names resolve under a benchmarks directory (``benchmarks_dir`` in an eval recipe, else
 ``$TORL_BENCHMARKS_DIR``, else ``./benchmarks``), with the file names and column mappings of
 the Qwen2.5-Math evaluation suite that ToRL uses. ``torl_*`` names read ToRL's own evaluation
-parquet (one file, rows told apart by ``data_source``). ``tiny_test`` is the CPU demo's test
-split, shipped in ``assets/data``.
+parquet (one file, rows told apart by ``data_source``). ``tiny_test`` is the CPU demo's test split
+and ``emergent_test`` the emergent lab's (``kind`` column: ``times_table``, ``two_digit``), both
+shipped in ``assets/data``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from torl_rllib.utils.resources import asset_path
 from torl_rllib.tasks.datasets import Dataset, DatasetSpec, load_dataset
+from torl_rllib.utils.suggest import did_you_mean
 
 __all__ = ["Benchmark", "BenchmarkError", "REGISTRY", "default_benchmarks_dir", "load_benchmark",
            "resolve_benchmarks"]
 
 BENCHMARKS_DIR_ENV = "TORL_BENCHMARKS_DIR"
-TINY_DATA = Path(__file__).resolve().parents[2] / "assets" / "data"
+TINY_DATA = asset_path("data")  # the shipped problem files (torl_rllib.assets, i.e. assets/ in a checkout)
 # name -> DatasetSpec fields (a relative path is under the benchmarks directory) + data_source.
 REGISTRY: dict[str, dict[str, Any]] = {
     "aime24": {"path": "aime24.jsonl"},
@@ -36,6 +38,7 @@ REGISTRY: dict[str, dict[str, Any]] = {
     "torl_aime25": {"path": "torl_test.parquet", "data_source": "aime25"},
     "torl_math500": {"path": "torl_test.parquet", "data_source": "math500"},
     "tiny_test": {"path": str(TINY_DATA / "tiny_arithmetic_test.jsonl")},
+    "emergent_test": {"path": str(TINY_DATA / "emergent_test.jsonl")},  # the emergent lab's test split
 }
 _SPEC_KEYS = tuple(f.name for f in fields(DatasetSpec))
 BENCHMARK_KEYS = (*_SPEC_KEYS, "data_source", "max_problems")
@@ -67,11 +70,6 @@ class Benchmark:
 
 def default_benchmarks_dir() -> Path:
     return Path(os.environ.get(BENCHMARKS_DIR_ENV, "benchmarks"))
-
-
-def _suggest(name: str, valid) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _from_fields(name: str, spec: Mapping[str, Any], base: Path) -> Benchmark:
@@ -149,7 +147,7 @@ def _resolve_one(name: str, spec, base: Path, declared: dict) -> Benchmark:
     if path.exists() or path.suffix in (".jsonl", ".json", ".parquet", ".ndjson"):
         return Benchmark(path.stem if path.is_file() or path.suffix else path.name, DatasetSpec(path=path))
     valid = sorted({*REGISTRY, *declared})
-    raise ValueError(f"unknown benchmark{_suggest(name, valid)}; known: {', '.join(valid)}, "
+    raise ValueError(f"unknown benchmark{did_you_mean(name, valid, list_valid=False, cutoff=0.5)}; known: {', '.join(valid)}, "
                      "or give a dataset path")
 
 

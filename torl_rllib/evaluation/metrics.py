@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Sequence
 
 from torl_rllib.evaluation.protocol import EvalProtocol
-from torl_rllib.evaluation.results import ProblemResult
+from torl_rllib.rollout.results import ProblemResult
 
 __all__ = ["pass_at_k", "majority_index", "outcome_metrics"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from torl_rllib.evaluation.results import ProblemResult
+from torl_rllib.rollout.results import ProblemResult
 
 __all__ = ["AVERAGE", "table3", "problem_rows"]
 

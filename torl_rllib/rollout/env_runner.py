@@ -10,7 +10,8 @@ tool calls; here: grading); a trajectory that still fails takes its whole group 
 (no advantages over a partial group: the missing sample would bias its group's baseline), is
 counted by failure kind with an example message, and never fails the step. ``evaluate_problems``
 (evaluation) runs the same tool loop, sandbox and grader with an evaluation protocol and returns
-graded per-problem results.
+graded per-problem results. Both also return trace records (``torl_rllib.rollout.trace_records``)
+of every failed trajectory and a few others, for the driver to log as MLflow traces.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED, NUM_ENV_STEPS_SAMPLED
 
 from torl_rllib.core.advantages import group_advantages
 from torl_rllib.core.columns import ADVANTAGE, LOGPROBS, LOSS_MASK, WEIGHTS_VERSION
-from torl_rllib.evaluation.results import ProblemResult, SampleResult
+from torl_rllib.rollout.results import ProblemResult, SampleResult
 from torl_rllib.rollout.engine import SamplingParams, derive_seed
 from torl_rllib.rollout.failures import GRADING_FAILED, PROMPT_TOO_LONG, describe_failure, failure_kind
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, Trajectory, run_trajectory
 from torl_rllib.rollout.tool_use import tool_use
-from torl_rllib.tasks import RewardConfig, available_cpus, compute_reward, grade, render_prompt
+from torl_rllib.rollout.metrics import SPLIT_PREFIX, split_key
+from torl_rllib.rollout.trace_records import TraceRecord, select_traced, trace_record
+from torl_rllib.tasks import RewardConfig, compute_reward, grade, render_prompt
+from torl_rllib.utils.cluster import available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +92,14 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         )
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample_groups(self, problems: list, iteration: int) -> tuple[list[SingleAgentEpisode], dict]:
+    def sample_groups(self, problems: list, iteration: int,
+                      traces: int | None = None) -> tuple[list[SingleAgentEpisode], dict]:
         """G trajectories for each problem → (episodes, rollout statistics).
 
         Each trajectory is graded as soon as it ends (in the verifier process, while the others
-        still generate), and its group's advantages are computed when the group is complete.
+        still generate), and its group's advantages are computed when the group is complete. With
+        ``traces`` set, ``["traces"]`` holds the records of every failed trajectory and of the
+        first ``traces`` others.
         """
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
@@ -100,6 +107,7 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         seed = lambda problem, k: derive_seed(self.config.seed, iteration, problem.source, problem.id, k)  # noqa: E731
         stats = Counter(groups=len(problems))
         grading = self._graded_group(stats)
+        grading.traced = traces is not None
         groups = self._loop.run(self._rollout(
             problems, prompts, self.config.group_size, self._sampling, seed, execute, grading))
         stats["rollout_s"] = time.perf_counter() - start
@@ -113,7 +121,20 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         self.num_env_steps_sampled_lifetime += len(episodes)
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, len(episodes), reduce="sum")
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(episodes), reduce="lifetime_sum")
-        return episodes, {"stats": dict(stats), "samples": samples, "failures": grading.examples}
+        traced = self._trace_records(grading, traces, lambda outcome: {} if outcome is None else {
+            "reward": outcome[0], "answer": outcome[1].extracted, "correct": bool(outcome[1].correct),
+            "grade_reason": outcome[1].reason})
+        return episodes, {"stats": dict(stats), "samples": samples, "failures": grading.examples, "traces": traced}
+
+    def _trace_records(self, grading: _Grading, others: int | None, graded: Callable) -> list[TraceRecord]:
+        """Records of the trajectories to trace: every failed one and the first ``others`` of the
+        rest (none when ``others`` is None); ``graded(outcome)`` gives a record's grade fields."""
+        if others is None:
+            return []
+        picked = select_traced(grading.seen, others, failed=lambda seen: seen[3].error is not None)
+        return [trace_record(problem, traj, self.tokenizer, group=group, sample=sample,
+                             weights_version=self.weights_version, **graded(outcome))
+                for group, sample, problem, traj, outcome in picked]
 
     def _graded_group(self, stats: Counter):
         """What a finished group becomes: (trajectory, reward, grade, advantage) per trajectory;
@@ -147,25 +168,31 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
 
         async def one(problem, prompt_ids, k):
             if len(prompt_ids) > self._prompt_limit:  # the driver skips these when the data loads
+                now = time.time_ns()
                 traj = Trajectory(prompt_ids, error=describe_failure(
-                    PROMPT_TOO_LONG, f"{len(prompt_ids)} tokens > {self._prompt_limit}"))
+                    PROMPT_TOO_LONG, f"{len(prompt_ids)} tokens > {self._prompt_limit}"), start_ns=now, end_ns=now)
             else:
                 traj = await run_trajectory(
                     self.engine, execute, self.tokenizer, prompt_ids, sampling, self._loop_config, seed_of(problem, k))
             # One grading thread: the verifier pool serializes its calls anyway.
             return traj, await loop.run_in_executor(self._grader, grading.score, problem, traj)
 
-        async def group(problem, prompt_ids):
-            return grading.finish(problem, await asyncio.gather(*(one(problem, prompt_ids, k) for k in range(n))))
+        async def group(index, problem, prompt_ids):
+            outcomes = await asyncio.gather(*(one(problem, prompt_ids, k) for k in range(n)))
+            grading.see(index, problem, outcomes)
+            return grading.finish(problem, outcomes)
 
-        groups = await asyncio.gather(*(group(p, ids) for p, ids in zip(problems, prompts)))
+        groups = await asyncio.gather(*(group(i, p, ids) for i, (p, ids) in enumerate(zip(problems, prompts))))
         logger.debug("rollout of %d groups took %.2fs", len(groups), time.perf_counter() - gen_start)
         return groups
 
-    def evaluate_problems(self, problems: list, protocol) -> tuple[list[ProblemResult], dict]:
+    def evaluate_problems(self, problems: list, protocol,
+                          traces: int | None = None) -> tuple[list[ProblemResult], dict]:
         """``protocol.k`` graded responses per problem (an ``EvalProtocol``: greedy or sampled)
         with the training tool loop, sandbox and grader → (results in order, rollout statistics).
-        Each sample's seed depends only on the protocol's seed, the problem and the sample index."""
+        Each sample's seed depends only on the protocol's seed, the problem and the sample index.
+        With ``traces`` set, ``["traces"]`` holds the records of every failed response and of the
+        first ``traces`` others."""
         start = time.perf_counter()
         prompts = [self._encode_prompt(p) for p in problems]
         execute = self._executor()
@@ -173,11 +200,14 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
         sampling = protocol.sampling(self.config.max_response_tokens)
         stats = Counter(groups=len(problems))
         grading = _Grading(self._sample_result, stats, lambda problem, samples: [s for _, s in samples])
+        grading.traced = traces is not None
         groups = self._loop.run(self._rollout(problems, prompts, protocol.k, sampling, seed, execute, grading))
         stats["rollout_s"] = time.perf_counter() - start
         results = [ProblemResult(str(p.id), p.source, p.problem, p.answer, samples) for p, samples in zip(problems, groups)]
         stats["weights_version"] = self.weights_version
-        return results, {"stats": dict(stats), "samples": []}
+        traced = self._trace_records(grading, traces, lambda sample: {} if sample.error else {
+            "answer": sample.extracted, "correct": sample.correct, "grade_reason": sample.grade_reason})
+        return results, {"stats": dict(stats), "samples": [], "traces": traced}
 
     def _sample_result(self, problem, traj: Trajectory, stats: Counter) -> SampleResult:
         outcome = self._score(problem, traj, stats)
@@ -225,7 +255,8 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             return None
         calls = traj.tool_calls
         use = tool_use(calls, result.extracted)
-        stats.update({
+        sums = Counter({
+            "graded": 1,
             "reward_sum": reward,
             "correct": bool(result.correct),
             "used_code": use.used_code,
@@ -236,13 +267,19 @@ class ToolEnvRunner(EnvRunner, Checkpointable):
             "tool_grounded_answer": use.grounded,
             "tool_calls": len(calls),
             "tool_ok": sum(c.ok for c in calls),
+            "tool_ineffective": use.ineffective_calls,
             "tool_timeouts": sum(c.timed_out for c in calls),
             "tool_s": sum(c.latency_s for c in calls),
             "model_tokens": traj.num_model_tokens,
             "total_tokens": len(traj.response_ids),
             "truncated": traj.truncated,
-            f"grade/{result.reason}": 1,
         })
+        stats.update(sums)
+        stats[f"grade/{result.reason}"] += 1
+        split_value = problem.metadata.get(self.config.split_metrics_by) if self.config.split_metrics_by else None
+        if split_value is not None:
+            prefix = f"{SPLIT_PREFIX}{split_key(split_value)}/"
+            stats.update({prefix + key: value for key, value in sums.items()})
         return reward, result
 
     def _episode(self, traj: Trajectory, reward: float, advantage: float) -> SingleAgentEpisode:
@@ -345,15 +382,23 @@ class _Grading:
     stats: Counter
     finish: Callable
     examples: dict[str, str] = field(default_factory=dict)  # the first error of each failure kind
+    traced: bool = False  # keep every finished trajectory in ``seen`` (to pick trace records from)
+    seen: list[tuple] = field(default_factory=list)  # (group, sample, problem, trajectory, outcome)
 
     def score(self, problem, traj: Trajectory):
-        start = time.perf_counter()
+        start, start_ns = time.perf_counter(), time.time_ns()
         try:
             return self.scorer(problem, traj, self.stats)
         finally:
+            traj.grading_ns = (start_ns, time.time_ns())
             self.stats["grade_s"] += time.perf_counter() - start  # overlapped with generation
             if traj.error is not None:
                 self.examples.setdefault(failure_kind(traj.error), traj.error)
+
+    def see(self, group: int, problem, outcomes: list) -> None:
+        """Keep a finished group's (trajectory, outcome) pairs when tracing."""
+        if self.traced:
+            self.seen.extend((group, sample, problem, traj, outcome) for sample, (traj, outcome) in enumerate(outcomes))
 
 
 class BackgroundLoop:

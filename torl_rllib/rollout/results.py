@@ -1,4 +1,4 @@
-"""Per-problem evaluation results, as EnvRunners return them."""
+"""Per-problem evaluation results, as ``ToolEnvRunner.evaluate_problems`` returns them."""
 
 from __future__ import annotations
 

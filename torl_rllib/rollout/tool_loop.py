@@ -8,6 +8,9 @@ longer passed, so later code is never executed.
 Token-exact: the trajectory's ids are the sampled ids plus the observation ids, nothing is
 decoded and re-encoded; only the code to run is decoded (from the model's own tokens).
 
+Each segment and tool call keeps its wall-clock start and end (``time.time_ns()``), so a trace
+of the trajectory can be written afterwards with the real timings (``torl_rllib.tracking.traces``).
+
 Infrastructure failures are retried where they happen, up to ``infra_retries`` times with a
 growing pause: a generation that raised is asked again with the same request (same seed, so the
 same tokens), a tool call whose pool or jail failed runs the same snippet again. A step whose
@@ -29,7 +32,7 @@ from torl_rllib.rollout.engine import RolloutEngine, SamplingParams, derive_seed
 from torl_rllib.rollout.failures import ENGINE_FAILED, SANDBOX_FAILED, describe_failure
 from torl_rllib.rollout.observation import ObservationStyle, format_observation
 
-__all__ = ["ToolLoopConfig", "Trajectory", "ToolCall", "run_trajectory", "last_python_block"]
+__all__ = ["ToolLoopConfig", "Trajectory", "Segment", "ToolCall", "run_trajectory", "last_python_block"]
 
 STOP_STRING = "```output"
 _PYTHON_BLOCK = re.compile(r"```python\s*\n(.*?)```", re.DOTALL)
@@ -57,15 +60,45 @@ class ToolLoopConfig:
     retry_backoff_s: float = 1.0  # pause before retry k (1, 2, ...): retry_backoff_s * 2**(k-1)
 
 
+RAW_OUTPUT_CHARS = 2000  # of stdout and stderr kept on a ToolCall (the model sees ``observation``)
+
+
 @dataclass
 class ToolCall:
-    """One execution: the code, its (model-facing) observation and the raw result flags."""
+    """One execution: the code, its (model-facing) observation and the raw result."""
 
     code: str | None
     observation: str
     ok: bool
     timed_out: bool
     latency_s: float
+    stdout: str = ""  # raw, cut to RAW_OUTPUT_CHARS
+    stderr: str = ""
+    exit_code: int | None = None  # the interpreter's exit status (None: killed, or no code to run)
+    jail_s: float | None = None  # the jail's own run time, as the sandbox reports it
+    start_ns: int = 0  # wall clock (time.time_ns) of the call's start and end
+    end_ns: int = 0
+
+    @property
+    def wait_s(self) -> float | None:
+        """The call's latency less the jail's run time: waiting for a free jail, plus transport."""
+        return None if self.jail_s is None else max(0.0, self.latency_s - self.jail_s)
+
+    @property
+    def printed(self) -> bool:
+        """Whether the code ran and printed something."""
+        return self.ok and bool(self.stdout.strip())
+
+
+@dataclass
+class Segment:
+    """One generation call: its tokens in ``Trajectory.response_ids`` and its wall-clock span."""
+
+    first_token: int  # index of its first token in response_ids
+    num_tokens: int
+    finish_reason: str
+    start_ns: int
+    end_ns: int
 
 
 @dataclass
@@ -80,6 +113,10 @@ class Trajectory:
     finish_reason: Literal["eos", "length", "stop", ""] = ""
     error: str | None = None  # "kind: exception chain" when the infrastructure failed (failures.py)
     retries: dict[str, int] = field(default_factory=dict)  # infrastructure retries by failure kind
+    segments: list[Segment] = field(default_factory=list)
+    start_ns: int = 0  # wall clock (time.time_ns) of the trajectory's start and end
+    end_ns: int = 0
+    grading_ns: tuple[int, int] | None = None  # (start, end) of its grading, set by the grader
 
     @property
     def num_model_tokens(self) -> int:
@@ -108,7 +145,7 @@ async def run_trajectory(
     seed: int,
 ) -> Trajectory:
     """Run one trajectory to its end; never raises (failures land in ``Trajectory.error``)."""
-    traj = Trajectory(prompt_ids=list(prompt_ids))
+    traj = Trajectory(prompt_ids=list(prompt_ids), start_ns=time.time_ns())
     segment = 0
     try:
         while True:
@@ -122,8 +159,11 @@ async def run_trajectory(
                 sampling, max_new_tokens=remaining, seed=derive_seed(seed, segment),
                 stop=(config.stop_string,) if can_call else (),
             )
+            start_ns = time.time_ns()
             out = await _retried(traj, ENGINE_FAILED, config,
                                  lambda: engine.generate(traj.prompt_ids + traj.response_ids, params))
+            traj.segments.append(Segment(len(traj.response_ids), len(out.token_ids), out.finish_reason,
+                                         start_ns, time.time_ns()))
             traj._extend(out.token_ids, out.logprobs, trainable=True)
             traj.finish_reason = out.finish_reason
             if out.finish_reason != "stop":
@@ -143,6 +183,7 @@ async def run_trajectory(
         traj.error = describe_failure(spent.kind, spent.__cause__)
     except Exception as exc:  # a bug of ours (tokenizer, decoding): named, never retried
         traj.error = describe_failure(ENGINE_FAILED, exc)
+    traj.end_ns = time.time_ns()
     return traj
 
 
@@ -183,10 +224,11 @@ class _NoCode:
     stderr = "SyntaxError: no ```python code block before ```output"
     timed_out = False
     ok = False
+    exit_code = None
 
 
 async def _call_tool(execute: Executor, code: str | None, style: ObservationStyle):
-    start = time.perf_counter()
+    start, start_ns = time.perf_counter(), time.time_ns()
     if code is None:
         result = _NoCode()
     else:
@@ -195,5 +237,9 @@ async def _call_tool(execute: Executor, code: str | None, style: ObservationStyl
         if infra_error and not result.timed_out:  # a jail killed at the snippet's deadline: its own doing
             raise SandboxUnavailable(infra_error)
     observation = format_observation(result, style)
-    call = ToolCall(code, observation, bool(result.ok), bool(result.timed_out), time.perf_counter() - start)
+    duration = getattr(result, "duration_s", None)
+    call = ToolCall(code, observation, bool(result.ok), bool(result.timed_out), time.perf_counter() - start,
+                    stdout=(result.stdout or "")[:RAW_OUTPUT_CHARS], stderr=(result.stderr or "")[:RAW_OUTPUT_CHARS],
+                    exit_code=getattr(result, "exit_code", None), jail_s=None if duration is None else float(duration),
+                    start_ns=start_ns, end_ns=time.time_ns())
     return observation, call

@@ -1,4 +1,4 @@
-"""MLflow run tracking: params, per-step metrics, trajectory tables, plots and artifacts."""
+"""MLflow run tracking: params, per-step metrics, trajectory tables and traces, plots and artifacts."""
 
 from torl_rllib.tracking.config import DEFAULT_PLOT_METRICS, TrackingConfig
 from torl_rllib.tracking.params import flatten_params

@@ -1,7 +1,7 @@
 """``MlflowTrackingCallback``: MLflow tracking as an RLlib callback.
 
 The same run record (params, dataset input, one ``log_batch`` of metrics per step, trajectory
-tables, checkpoint path, plots, the final policy as a logged model) appears wherever the
+tables and traces, checkpoint path, plots, the final policy as a logged model) appears wherever the
 algorithm runs: ``torl-rllib train``, a Ray Tune trial (a child run of the sweep's run), or
 ``config.build_algo(); algo.train()`` in a notebook. ``GRPOConfig.tracking(...)`` turns it on.
 
@@ -13,8 +13,8 @@ resumed training (``--resume``, Tune's retry or restore, PBT's exploit) continue
 instead of starting a new one.
 
 The algorithm is duck-typed (``config.tracking_config``, ``config.tracked_params()``,
-``train_problems``, ``last_samples``, ``last_failures``, ``export_policy()``) so this layer does not import the
-algorithm package that uses it.
+``train_problems``, ``last_samples``, ``last_failures``, ``last_traces``, ``last_eval_traces``,
+``export_policy()``) so this layer does not import the algorithm package that uses it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ class MlflowTrackingCallback(RLlibCallback):
             self.tracker.log_table_rows([{"step": step, **row} for row in failures], FAILURES_TABLE)
         if self.tracker.wants_trajectories(step):
             self.tracker.log_trajectories(step, algorithm.last_samples)
+        self.tracker.log_traces(step, getattr(algorithm, "last_traces", None) or [])
+        for benchmark, records in getattr(algorithm, "last_eval_traces", None) or []:
+            self.tracker.log_traces(step, records, benchmark=benchmark)
 
     # ---- hooks the algorithm calls --------------------------------------------------------
     def on_checkpoint_saved(self, *, algorithm, path: str) -> None:

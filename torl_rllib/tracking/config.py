@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
-__all__ = ["TrackingConfig", "DEFAULT_PLOT_METRICS"]
+__all__ = ["TrackingConfig", "DEFAULT_PLOT_METRICS", "traces_per_step"]
 
 # The curves of the ToRL paper's training-dynamics figure, under the trainer's metric names.
 DEFAULT_PLOT_METRICS = (
@@ -12,7 +13,7 @@ DEFAULT_PLOT_METRICS = (
     "code_ratio",
     "response_length/model_tokens",
     "tool_calls_per_response",
-    "code_success_rate",
+    "executable_code_rate",
     "tool_grounded_answer_rate",
 )
 
@@ -30,6 +31,11 @@ class TrackingConfig:
     run_name: str | None = None
     # Log a table of sample trajectories every N steps (0: never).
     trajectories_every: int = 10
+    # Log trajectories as MLflow traces (one per trajectory, a span per generation segment, tool
+    # call and grading; docs/traces.md): every failed one, and this many others, per training
+    # step and per evaluated benchmark.
+    traces: bool = True
+    traces_per_step: int = 4
     # Log PNG plots of ``plot_metrics`` against step when the run finishes.
     plots: bool = True
     plot_metrics: tuple[str, ...] = DEFAULT_PLOT_METRICS
@@ -54,6 +60,10 @@ class TrackingConfig:
             raise ValueError(
                 f"trajectories_every must be >= 0 (0 = never), got {self.trajectories_every}"
             )
+        if self.traces_per_step < 0:
+            raise ValueError(
+                f"traces_per_step must be >= 0 (0 = the failed trajectories only), got {self.traces_per_step}"
+            )
         if self.register_model is not None and not (
             isinstance(self.register_model, str) and self.register_model.strip()
         ):
@@ -66,3 +76,12 @@ class TrackingConfig:
             raise ValueError(f"http_max_retries must be >= 0, got {self.http_max_retries}")
         # YAML gives lists; keep the config hashable and immutable.
         object.__setattr__(self, "plot_metrics", tuple(self.plot_metrics))
+
+
+def traces_per_step(tracking_config: Mapping[str, Any]) -> int | None:
+    """How many trajectories besides the failed ones a training step (or an evaluated benchmark)
+    logs as traces, from an algorithm's ``tracking_config`` dict; None: no traces."""
+    if not tracking_config.get("enabled"):
+        return None
+    tracking = TrackingConfig(**tracking_config)
+    return tracking.traces_per_step if tracking.traces else None

@@ -5,6 +5,10 @@ disk full, permission denied, bad URI) is reported once as a warning, that call 
 no-op, and the next call tries again. Metrics are never dropped: those a failed call could
 not send are sent by the next call that gets through (and by ``finish``). The tracker talks to MLflow only through its own
 ``MlflowClient`` (never the global ``mlflow`` run state), so trackers do not interfere.
+
+Trajectory traces (``log_traces``) are written by one background thread, so they never hold up
+a step; traces a failed write could not send are sent by the next ``log_traces`` (and by
+``finish``), like metrics.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
@@ -28,6 +34,7 @@ from torl_rllib.tracking.names import sanitize_key, truncate
 from torl_rllib.tracking.params import flatten_params, library_versions, to_params
 from torl_rllib.tracking.plots import dynamics_figure, metric_figure
 from torl_rllib.tracking.store import prepare_store, resolve_tracking_uri
+from torl_rllib.tracking.traces import build_trace, write_traces
 
 __all__ = ["MlflowTracker"]
 
@@ -37,6 +44,8 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limits on one log_batch call
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_UNSENT_METRICS = 1_000_000  # ~100 MB: days of steps at ~100 metrics each
+MAX_UNSENT_TRACES = 10_000  # ~100 MB at ~10 kB each: keep the newest
+TRACES_PER_WRITE = 50
 
 T = TypeVar("T")
 
@@ -91,6 +100,12 @@ class MlflowTracker:
         self._pending_params: list[Param] = []
         self._failing = False
         self._finished = False
+        self.experiment_id: str | None = None
+        self._new_traces: list[tuple] = []  # (step, record, benchmark) handed to the sender thread
+        self._unsent_traces: list = []  # built traces not yet in the store (sender thread only)
+        self._traces_lock = threading.Lock()
+        self._trace_sender: ThreadPoolExecutor | None = None
+        self._trace_sending: Future | None = None
 
     @property
     def active(self) -> bool:
@@ -129,6 +144,7 @@ class MlflowTracker:
         client = MlflowClient(tracking_uri=self.tracking_uri)
         run = client.get_run(run_id)
         self._client, self.run_id, self._pending_params = client, run_id, []
+        self.experiment_id = run.info.experiment_id
         client.update_run(run_id, status="RUNNING")
         for key in run.data.metrics:
             history = client.get_metric_history(run_id, key)
@@ -142,6 +158,7 @@ class MlflowTracker:
         calls to the tracker do nothing."""
         if self._unsent:
             self._flush_metrics()
+        self._flush_traces()
         self.log_plots()
         self._end_run(status)
         self._finished = True
@@ -165,7 +182,7 @@ class MlflowTracker:
                 experiment_id, run_name=self.run_name,
                 tags={k: truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in (tags or {}).items()},
             )
-            self._client, self.run_id = client, run.info.run_id
+            self._client, self.run_id, self.experiment_id = client, run.info.run_id, experiment_id
             logger.info("MLflow run %r (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
         while self._pending_params:
             batch = self._pending_params[:MAX_PARAMS_TAGS_PER_BATCH]
@@ -225,6 +242,48 @@ class MlflowTracker:
         """Log sample trajectories (prompt, response with tool calls and outputs, answer, gold,
         reward, ...) as the MLflow table ``trajectories/step_NNNNNN.json``."""
         self.log_table_rows(rows, f"trajectories/step_{step:06d}.json")
+
+    def log_traces(self, step: int, records: Sequence[Any], benchmark: str | None = None) -> None:
+        """Log trajectory records (``torl_rllib.rollout.trace_records``) as MLflow traces of this
+        run at ``step`` (``benchmark``: those of an evaluation), in the background: this returns
+        at once. Traces a failed write held back are sent with the next call, and by ``finish``."""
+        if not self.active or not self.cfg.traces or not records:
+            return
+        with self._traces_lock:
+            self._new_traces.extend((step, record, benchmark) for record in records)
+            del self._new_traces[:-MAX_UNSENT_TRACES]
+        if self._trace_sender is None:
+            self._trace_sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-traces")
+        self._trace_sending = self._trace_sender.submit(self._send_traces)  # after those before it
+
+    @_tracked
+    def _send_traces(self) -> None:
+        """Build the traces handed over since the last call and send every trace not yet in the
+        store, oldest first (the sender thread's job; ``finish`` calls it once more itself)."""
+        if self.run_id is None:  # the training loop's next call creates the run
+            return
+        with self._traces_lock:
+            new, self._new_traces = self._new_traces, []
+        held_back = len(self._unsent_traces)
+        self._unsent_traces.extend(
+            build_trace(record, experiment_id=self.experiment_id, run_id=self.run_id, step=step, benchmark=benchmark)
+            for step, record, benchmark in new)
+        del self._unsent_traces[:-MAX_UNSENT_TRACES]
+        while self._unsent_traces:
+            batch = self._unsent_traces[:TRACES_PER_WRITE]
+            write_traces(self._client, batch)
+            del self._unsent_traces[: len(batch)]
+        if held_back:
+            logger.info("backfilled %d traces held back while MLflow was unreachable", held_back)
+
+    def _flush_traces(self) -> None:
+        """Wait for the sender thread, then send what is still held back (one last try)."""
+        if self._trace_sender is None:
+            return
+        self._trace_sender.shutdown(wait=True)
+        self._trace_sender = self._trace_sending = None
+        if self._new_traces or self._unsent_traces:
+            self._send_traces()
 
     @_tracked
     def log_table_rows(self, rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:

@@ -39,17 +39,19 @@ from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, R
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
-from torl_rllib.checkpoint_manifest import verify_checkpoint, write_manifest
+from torl_rllib.utils.checkpoint_manifest import verify_checkpoint, write_manifest
 from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.algorithms.grpo.rollout_ahead import RolloutAhead
-from torl_rllib.algorithms.grpo.rollout_metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
+from torl_rllib.rollout.metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
 from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
 from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.failures import SANDBOX_FAILED
+from torl_rllib.rollout.trace_records import gather_traces
 from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
+from torl_rllib.tracking.config import traces_per_step
 from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,36 @@ def build_grpo_learner_connector(input_observation_space, input_action_space):
 class GRPOConfig(AlgorithmConfig):
     """Configuration of a ToRL GRPO run (defaults: ToRL's 1.5B recipe where it has one)."""
 
+    # The one table of training keys GRPO refuses (``training()``, ``validate()``, recipes):
+    # old GRPO names → RLlib's spelling of the same setting (PPOConfig's) ...
+    RENAMED_TRAINING_KEYS = {"kl_coef": "kl_coeff", "entropy_coef": "entropy_coeff"}
+    # ... and keys ``AlgorithmConfig.training()`` accepts that GRPO never reads → what GRPO
+    # uses instead. (RLlib's ``lr``, ``grad_clip``, ``grad_clip_by`` and ``num_epochs`` are
+    # honoured; ``model`` draws RLlib's own new-API-stack warning.)
+    UNUSED_RLLIB_TRAINING_KEYS = {
+        "minibatch_size": "set minibatches_per_step (a step's trajectories are split into that many "
+                          "mini-batches, one optimizer step each, every epoch)",
+        "train_batch_size_per_learner": "set prompts_per_step (a step trains on prompts_per_step x "
+                                        "group_size trajectories, split evenly across the Learners)",
+        "train_batch_size": "set prompts_per_step (a step trains on prompts_per_step x group_size "
+                            "trajectories)",
+        "shuffle_batch_per_epoch": "every epoch shuffles a step's trajectories into minibatches_per_step "
+                                   "mini-batches",
+        "gamma": "a response's one reward is compared with its group's rewards (no returns, no discounting)",
+        "optimizer": "the Learners use Adam, set by lr and grad_clip (an old-API-stack setting)",
+    }
+
+    @classmethod
+    def refused_training_key(cls, key: str, prefix: str = "") -> str | None:
+        """Why ``training(key=...)`` is refused (None: it is not): renamed to RLlib's spelling
+        (naming the new key, after ``prefix``, e.g. ``"training."`` in a recipe), or an
+        inherited RLlib key GRPO never reads (naming what GRPO uses instead)."""
+        if key in cls.RENAMED_TRAINING_KEYS:
+            return f"renamed to {prefix}{cls.RENAMED_TRAINING_KEYS[key]} (RLlib's name)"
+        if key in cls.UNUSED_RLLIB_TRAINING_KEYS:
+            return f"GRPO does not use it; {cls.UNUSED_RLLIB_TRAINING_KEYS[key]}"
+        return None
+
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or GRPO)
         # RLlib settings with GRPO defaults.
@@ -100,13 +132,15 @@ class GRPOConfig(AlgorithmConfig):
         self.clip_eps_high = 0.2  # > clip_eps_low = DAPO's clip-higher
         self.loss_agg_mode = "token-mean"
         self.scale_advantages = True  # divide by the group std (False = Dr. GRPO)
-        self.kl_coef = 0.0  # > 0 builds a frozen reference model (k3 estimator)
-        self.entropy_coef = 0.0
+        self.kl_coeff = 0.0  # > 0 builds a frozen reference model (k3 estimator)
+        self.entropy_coeff = 0.0
         self.dynamic_sampling = False  # drop zero-variance groups from the update
         self.overlong_mask = False  # no loss on responses cut by the length limit
         self.max_staleness = 0  # 1: sample step t+1 while the Learners update on step t
         self.importance_clip: float | None = None  # truncated importance weight (off-policy correction)
         self.micro_batch_size: int | None = None  # sequences per forward/backward on a Learner
+        # UNUSED_RLLIB_TRAINING_KEYS given to .training(), even at RLlib's default: refused by validate()
+        self._unused_training_keys: list[str] = []
         # .rollout()
         self.rollout_engine = "hf"
         self.engine_max_batch_size = 64
@@ -127,6 +161,7 @@ class GRPOConfig(AlgorithmConfig):
         self.reward: dict[str, Any] = {}
         self.grade_timeout_s = 5.0
         self.trajectories_to_log = 8
+        self.split_metrics_by = None
         # .sandbox()
         self.sandbox_config: dict[str, Any] = {}
         # .tracking(): TrackingConfig fields; empty = off
@@ -148,11 +183,16 @@ class GRPOConfig(AlgorithmConfig):
     def training(
         self, *, group_size=NotProvided, prompts_per_step=NotProvided,
         minibatches_per_step=NotProvided, clip_eps_low=NotProvided, clip_eps_high=NotProvided,
-        loss_agg_mode=NotProvided, scale_advantages=NotProvided, kl_coef=NotProvided,
-        entropy_coef=NotProvided, dynamic_sampling=NotProvided, overlong_mask=NotProvided,
+        loss_agg_mode=NotProvided, scale_advantages=NotProvided, kl_coeff=NotProvided,
+        entropy_coeff=NotProvided, dynamic_sampling=NotProvided, overlong_mask=NotProvided,
         max_staleness=NotProvided, importance_clip=NotProvided, micro_batch_size=NotProvided, **kwargs,
     ) -> "GRPOConfig":
-        """GRPO hyperparameters (plus RLlib's: ``lr``, ``grad_clip``, ``num_epochs``, ...).
+        """GRPO hyperparameters (plus RLlib's ``lr``, ``grad_clip``, ``grad_clip_by``, ``num_epochs``).
+
+        RLlib's other training keys (``minibatch_size``, ``train_batch_size_per_learner``, ...)
+        mean nothing to GRPO: ``validate()`` refuses them, naming what GRPO uses instead
+        (``UNUSED_RLLIB_TRAINING_KEYS``); the old names ``kl_coef``/``entropy_coef`` raise a
+        ``TypeError`` naming RLlib's ``kl_coeff``/``entropy_coeff``.
 
         Args:
             group_size: samples per prompt (G); advantages are normalized within a group.
@@ -161,8 +201,8 @@ class GRPOConfig(AlgorithmConfig):
             clip_eps_low / clip_eps_high: PPO ratio clip range ``[1-low, 1+high]``.
             loss_agg_mode: ``token-mean`` | ``seq-mean-token-mean`` | ``seq-mean-token-sum-norm``.
             scale_advantages: divide by the group's reward std (False: Dr. GRPO).
-            kl_coef: weight of the k3 KL to a frozen reference model (0: no reference model).
-            entropy_coef: entropy bonus weight.
+            kl_coeff: weight of the k3 KL to a frozen reference model (0: no reference model).
+            entropy_coeff: entropy bonus weight.
             dynamic_sampling: leave zero-variance groups out of the update (DAPO).
             overlong_mask: no loss on truncated responses (DAPO).
             max_staleness: 0 = on-policy (ToRL); 1 = the EnvRunners sample step t+1 with the
@@ -177,8 +217,14 @@ class GRPOConfig(AlgorithmConfig):
                 same step as without it, in bounded activation memory). None: the Learner's
                 whole share of the mini-batch at once.
         """
+        renamed = [f"{key}: {self.refused_training_key(key)}" for key in kwargs if key in self.RENAMED_TRAINING_KEYS]
+        if renamed:
+            raise TypeError("GRPOConfig.training(): " + "; ".join(renamed))
         super().training(**kwargs)
         self._set(locals(), exclude=("kwargs",))
+        given = [key for key in kwargs if key in self.UNUSED_RLLIB_TRAINING_KEYS and key != "optimizer"]
+        if given:  # (RLlib's update_from_dict passes every config dict's ``optimizer`` through here)
+            self._unused_training_keys = sorted({*self._unused_training_keys, *given})
         return self
 
     def rollout(
@@ -232,7 +278,7 @@ class GRPOConfig(AlgorithmConfig):
 
     def task(
         self, *, train_data=NotProvided, prompt_template=NotProvided, reward=NotProvided,
-        grade_timeout_s=NotProvided, trajectories_to_log=NotProvided,
+        grade_timeout_s=NotProvided, trajectories_to_log=NotProvided, split_metrics_by=NotProvided,
     ) -> "GRPOConfig":
         """What is learned: dataset, prompt template, reward.
 
@@ -242,6 +288,8 @@ class GRPOConfig(AlgorithmConfig):
             reward: ``RewardConfig`` fields (``correct``, ``incorrect``, ``truncation_penalty``).
             grade_timeout_s: time bound of one grading.
             trajectories_to_log: sample trajectories each EnvRunner reports per step.
+            split_metrics_by: a dataset column (e.g. ``kind``, ``data_source``): every response
+                metric is also reported per value of it, as ``<metric>/<value>``.
         """
         self._set(locals())
         return self
@@ -324,7 +372,8 @@ class GRPOConfig(AlgorithmConfig):
         return {
             "seed": self.seed,
             "model": dict(self._model_config or {}),
-            "data": {"train": self.train_data, "template": self.prompt_template},
+            "data": {"train": self.train_data, "template": self.prompt_template,
+                     "split_metrics_by": self.split_metrics_by},
             "reward": dict(self.reward),
             "training": {"lr": self.lr, "grad_clip": self.grad_clip, "num_epochs": self.num_epochs,
                          **section(GRPOConfig.training)},
@@ -370,7 +419,7 @@ class GRPOConfig(AlgorithmConfig):
     @property
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "kl_coef": self.kl_coef}
+        return {"temperature": self.temperature, "kl_coeff": self.kl_coeff}
 
     @property
     def train_batch_trajectories(self) -> int:
@@ -394,7 +443,14 @@ class GRPOConfig(AlgorithmConfig):
         check(self.clip_eps_high >= 0, f"clip_eps_high must be >= 0, got {self.clip_eps_high}")
         check(self.loss_agg_mode in LOSS_AGG_MODES,
               f"loss_agg_mode {self.loss_agg_mode!r} is not one of {list(LOSS_AGG_MODES)}")
-        check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
+        check(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        rllib_defaults = AlgorithmConfig()
+        for key in self.UNUSED_RLLIB_TRAINING_KEYS:
+            attr = "_train_batch_size_per_learner" if key == "train_batch_size_per_learner" else key
+            check(key not in self._unused_training_keys and getattr(self, attr) == getattr(rllib_defaults, attr),
+                  f"{key}: {self.refused_training_key(key)}")
+        for key in self.RENAMED_TRAINING_KEYS:  # set as an attribute, or from an older run's config dict
+            check(key not in vars(self), f"{key}: {self.refused_training_key(key)}")
         check(self.max_staleness in (0, 1),
               f"max_staleness must be 0 (on-policy) or 1 (one step off-policy), got {self.max_staleness!r}")
         check(self.micro_batch_size is None or (isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1),
@@ -511,7 +567,7 @@ class GRPO(Algorithm):
 
         if ray.get_runtime_context().get_actor_id() is not None:
             # A Tune trial: torch's default (every core) would oversubscribe the node when
-            # trials run side by side (DESIGN §3: 10x slower on 2 cores). Use the trial's CPUs.
+            # trials run side by side (measured 10x slower on 2 cores). Use the trial's CPUs.
             import torch
 
             torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
@@ -534,6 +590,8 @@ class GRPO(Algorithm):
         self.last_samples: list[dict] = []  # sample trajectories of the last step (for tracking)
         self.last_problem_ids: list[str] = []  # the problems the last step sampled
         self.last_failures: list[dict] = []  # the last step's failures: kind, count, example
+        self.last_traces: list = []  # trace records of the last step's sampled trajectories (for tracking)
+        self.last_eval_traces: list[tuple[str, list]] = []  # (benchmark, trace records) of its evaluation
         self._failing: list[tuple[int, list[dict]]] = []  # the current streak of failing steps
         self._failing_since = None  # the data position before the streak's first step
         # Set when failure_patience failing steps in a row ended the run's health: the driver
@@ -547,6 +605,7 @@ class GRPO(Algorithm):
         the CLI and Tune's schedulers read, e.g. Tune's metric ``torl/accuracy``)."""
         interval = self.config.evaluation_interval
         evaluates = bool(interval and (self.iteration + 1) % interval == 0)  # RLlib's own test
+        self.last_eval_traces = []
         try:
             result = super().step()
         except BaseException:
@@ -600,6 +659,7 @@ class GRPO(Algorithm):
             (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), len(episodes), reduce="lifetime_sum"
         )
         self.last_samples = [row for r in rollouts for row in r["samples"]]
+        self.last_traces = gather_traces(rollouts)
         self.last_failures = summarize_failures(rollouts)
         if streak := self._failing_streak(summary, episodes, current.data_position):
             logger.warning("step %d: %.0f%% of the trajectories failed (%s); no update (%d failing step(s) in a row)",
@@ -690,7 +750,8 @@ class GRPO(Algorithm):
         runners = max(1, len(self.env_runner_group.healthy_env_runner_ids()))
         shards = [s for s in np.array_split(np.arange(len(problems)), runners) if len(s)]
         iteration = self.iteration if iteration is None else iteration
-        calls = [{"problems": [problems[i] for i in s], "iteration": iteration} for s in shards]
+        traces = traces_per_step(self.config.tracking_config)  # trace records: failed ones and these many more
+        calls = [{"problems": [problems[i] for i in s], "iteration": iteration, "traces": traces} for s in shards]
         results, reissued = call_in_shards(self.env_runner_group, "sample_groups", calls,
                                            restore=lambda: self.wait_for_env_runners(self.env_runner_group, weights))
         episodes = [ep for eps, _ in results for ep in eps]
