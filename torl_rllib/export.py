@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
-from torl_rllib.checkpoint_manifest import verify_checkpoint
+from torl_rllib.utils.checkpoint_manifest import verify_checkpoint
 from torl_rllib.modules.causal_lm_module import MODEL_PREFIX
 
 

@@ -7,7 +7,7 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
     seed: 0
     model:     {path, dtype, gradient_checkpointing, trust_remote_code, logits_chunk_size,
                 lora: {r, alpha, dropout, target_modules}}
-    data:      {train: PATH | {path, format, problem_field, ...}, template}
+    data:      {train: PATH | {path, format, problem_field, ...}, template, split_metrics_by}
     reward:    {correct, incorrect, truncation_penalty, ...}
     training:  GRPOConfig.training(...)   (GRPO + lr, grad_clip, num_epochs)
     rollout:   GRPOConfig.rollout(...)
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import inspect
 import re
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from torl_rllib.utils.suggest import did_you_mean
 
 __all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override",
            "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "set_override", "section_schemas"]
@@ -52,6 +53,8 @@ RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
                  "num_cpus_per_learner": float, "num_gpus_per_learner": float,
                  "num_cpus_for_main_process": float, "learner_strategy": str, "fsdp": dict,
                  "colocate": bool}
+# RLlib's training keys GRPO honours. Those it refuses (renamed to RLlib's spelling, or never
+# read by GRPO) are GRPOConfig's RENAMED_TRAINING_KEYS / UNUSED_RLLIB_TRAINING_KEYS.
 RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
              "resources", "run", "tracking", "evaluation", "fault_tolerance")
@@ -121,7 +124,7 @@ class Recipe:
             .training(**d.get("training", {}))
             .rollout(**d.get("rollout", {}))
             .task(train_data=data.get("train"), prompt_template=data.get("template", "tir_base_0309"),
-                  reward=dict(d.get("reward", {})))
+                  split_metrics_by=data.get("split_metrics_by"), reward=dict(d.get("reward", {})))
             .sandbox(**d.get("sandbox", {}))
         )
         run = {k: v for k, v in d.get("run", {}).items() if k in ("max_failed_fraction", "failure_patience")}
@@ -253,9 +256,17 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
 
 
 # ---- validation ------------------------------------------------------------------------------
-def _suggest(key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(sorted(valid))})"
+def key_problem(section: str, key: str, valid) -> str:
+    """Why ``section.key`` is not a valid key: a training key GRPO refuses (renamed to RLlib's
+    spelling, naming the new key; or an RLlib key GRPO never reads, naming what it uses
+    instead), else unknown, with the closest valid key."""
+    if section == "training":
+        from torl_rllib.algorithms.grpo import GRPOConfig
+
+        refused = GRPOConfig.refused_training_key(key, prefix="training.")
+        if refused:
+            return refused
+    return f"unknown key{did_you_mean(key, valid)}"
 
 
 def _type_ok(value, expected) -> bool:
@@ -268,7 +279,7 @@ def _type_ok(value, expected) -> bool:
     return isinstance(value, expected)
 
 
-def _check_keys(section: str, values, schema: dict[str, Any], problems: list[str]) -> dict:
+def check_keys(section: str, values, schema: dict[str, Any], problems: list[str]) -> dict:
     """Report unknown keys and wrong types; return the section without them."""
     if not isinstance(values, dict):
         problems.append(f"{section}: must be a mapping, got {type(values).__name__}")
@@ -276,7 +287,7 @@ def _check_keys(section: str, values, schema: dict[str, Any], problems: list[str
     clean = {}
     for key, value in values.items():
         if key not in schema:
-            problems.append(f"{section}.{key}: unknown key{_suggest(key, schema)}")
+            problems.append(f"{section}.{key}: {key_problem(section, key, schema)}")
         elif value is not None and not _type_ok(value, schema[key]):
             want = getattr(schema[key], "__name__", str(schema[key]))
             problems.append(f"{section}.{key}: expected {want}, got {type(value).__name__} {value!r}")
@@ -316,7 +327,7 @@ def section_schemas() -> dict[str, dict[str, Any]]:
     defaults = GRPOConfig()
     return {
         "model": MODEL_KEYS,
-        "data": {"train": Any, "template": str},
+        "data": {"train": Any, "template": str, "split_metrics_by": str},
         "reward": _dataclass_schema(RewardConfig),
         "training": {**_builder_schema(GRPOConfig.training, defaults), **RLLIB_TRAINING_KEYS},
         "rollout": _builder_schema(GRPOConfig.rollout, defaults),
@@ -339,14 +350,14 @@ def validate_sections(data: dict) -> list[str]:
     problems: list[str] = []
     for key in data:
         if key not in TOP_LEVEL:
-            problems.append(f"{key}: unknown section{_suggest(key, TOP_LEVEL)}")
+            problems.append(f"{key}: unknown section{did_you_mean(key, TOP_LEVEL)}")
     sections = section_schemas()
     # Range checks run on what is left once bad keys and types are set aside, so every
     # problem is reported in one go.
     data = {k: v for k, v in data.items() if k in TOP_LEVEL}
     for name, schema in sections.items():
         if name in data:
-            data[name] = _check_keys(name, data[name], schema, problems)
+            data[name] = check_keys(name, data[name], schema, problems)
 
     model = data.get("model") or {}
     if not model.get("path"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import signal
 import threading
@@ -23,12 +22,13 @@ from typing import Any
 
 import yaml
 
-from torl_rllib.algorithms.grpo import rollout_metrics as rm
+from torl_rllib.rollout import metrics as rm
 from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue
-from torl_rllib.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint
+from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY
+from torl_rllib.utils.cluster import available_cpus, init_ray
 
 logger = logging.getLogger("torl_rllib")
 
@@ -80,30 +80,11 @@ class _GracefulInterrupt:
         return False
 
 
-def init_ray(verbose: bool = False) -> None:
-    """Start (or join) Ray with its console noise kept out unless ``verbose``."""
-    import ray
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    if not ray.is_initialized():
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=verbose,
-            logging_level=logging.INFO if verbose else logging.ERROR,
-            configure_logging=True,
-        )
-    for name in ("ray", "ray.rllib", "ray.tune", "ray.data"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
-
-
 def _driver_threads() -> int:
     """Torch threads for the driver (it hosts the local Learner when num_learners=0): every
     CPU of its machine. On-policy the EnvRunners are idle while it updates; with
     max_staleness=1 they sample meanwhile, and on 2 cores an update with 2 threads next to a
     1-thread rollout still took 0.6x the time of a 1-thread update (measured, tiny demo)."""
-    from torl_rllib.tasks import available_cpus
-
     return available_cpus()
 
 
@@ -186,7 +167,7 @@ def newest_intact_checkpoint(output_dir: Path) -> tuple[Path | None, list[Damage
     return None, skipped
 
 
-def _truncate_metrics_log(path: Path, step: int) -> None:
+def truncate_metrics_log(path: Path, step: int) -> None:
     """Drop the lines of steps after ``step`` (logged before a crash, redone after the resume),
     and a line cut short (a crash or a full disk mid-write)."""
     def kept(line: str) -> bool:
@@ -224,7 +205,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
     if resume:
         algo.restore_from_path(str(Path(resume).resolve()))  # continues its MLflow run too
         logger.info("resumed from %s at step %d", resume, algo.iteration)
-        _truncate_metrics_log(output_dir / "metrics.jsonl", algo.iteration)
+        truncate_metrics_log(output_dir / "metrics.jsonl", algo.iteration)
         checkpoints.newest = Path(resume).resolve()
     tracking = tracking_callback(algo)
     tracker = tracking.tracker if tracking else None

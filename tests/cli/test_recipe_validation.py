@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from torl_rllib.recipe import RecipeError, load_recipe
@@ -51,6 +52,14 @@ def test_out_of_range_values_list_the_valid_choices():
     ["resources.learner_strategy=fsdp"],
     ["resources.fsdp={cpu_offload: true}", "resources.num_learners=1"],
     ["training.minibatches_per_step=1000"],
+    ["training.minibatch_size=4"],  # RLlib keys GRPO never reads: refused, naming what it uses instead
+    ["training.train_batch_size_per_learner=64"],
+    ["training.train_batch_size=64"],
+    ["training.shuffle_batch_per_epoch=true"],
+    ["training.gamma=0.99"],  # RLlib's default value, but given
+    ["training.optimizer={type: sgd}"],
+    ["training.kl_coeff=-0.1"],
+    ["training.kl_coeff=0.1", "training.entropy_coeff=0.01", "training.num_epochs=2"],  # valid
     ["rollout.rollout_engine=vllm"],  # valid: both layers accept it
     [],
 ])
@@ -70,6 +79,39 @@ def test_check_rejects_exactly_what_the_config_rejects(overrides):
     assert (check_error is None) == (not config_errors), (check_error, config_errors)
     for message in config_errors:  # each of the config's messages, in the recipe's report
         assert any(message in problem for problem in check_error.problems), (message, check_error.problems)
+
+
+def test_old_key_names_name_rllibs_spelling():
+    assert problems("training.kl_coef=0.1", "training.entropy_coef=0.01") == [
+        "training.kl_coef: renamed to training.kl_coeff (RLlib's name)",
+        "training.entropy_coef: renamed to training.entropy_coeff (RLlib's name)",
+    ]
+
+
+def test_rllib_keys_grpo_ignores_name_what_it_uses_instead():
+    assert problems("training.minibatch_size=4") == [
+        "training.minibatch_size: GRPO does not use it; set minibatches_per_step (a step's trajectories "
+        "are split into that many mini-batches, one optimizer step each, every epoch)"]
+    assert problems("training.train_batch_size_per_learner=64")[0].startswith(
+        "training.train_batch_size_per_learner: GRPO does not use it; set prompts_per_step")
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_old_keys_in_a_recipe_file_or_on_the_command_line_stop_check_and_train(tmp_path, command):
+    """Before Ray starts: exit 2, one line per refused key, naming the new key (or what GRPO uses)."""
+    recipe = load_recipe(RECIPE).data  # paths resolved: the copy may live anywhere
+    recipe["training"]["kl_coef"] = 0.1
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", command, str(old), "training.entropy_coef=0.01",
+                           "training.minibatch_size=8"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
+    for line in ["training.kl_coef: renamed to training.kl_coeff (RLlib's name)",
+                 "training.entropy_coef: renamed to training.entropy_coeff (RLlib's name)",
+                 "training.minibatch_size: GRPO does not use it; set minibatches_per_step"]:
+        assert line in err, err
+    assert "Traceback" not in err
 
 
 def test_missing_files_are_named(tmp_path):

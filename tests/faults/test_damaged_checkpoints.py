@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli_train import RECIPE
-from torl_rllib.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint, write_manifest
-from torl_rllib.train import _truncate_metrics_log, complete_checkpoints, newest_intact_checkpoint
+from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint, write_manifest
+from torl_rllib.train import truncate_metrics_log, complete_checkpoints, newest_intact_checkpoint
 
 MODULE_WEIGHTS = "learner_group/learner/rl_module/default_policy/module_state.pkl"
 OPTIMIZER_STATE = "learner_group/learner/state.pkl"  # the Learner's state: its optimizer's
@@ -141,7 +141,7 @@ def test_resume_candidates_walk_back_from_latest(tmp_path):
 def test_truncating_metrics_keeps_steps_up_to_the_checkpoint_and_drops_a_cut_line(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "acc')
-    _truncate_metrics_log(log, 1)
+    truncate_metrics_log(log, 1)
     assert log.read_text() == '{"step": 1}\n'
 
 

@@ -29,7 +29,7 @@ def build_config(model: str, data: str, max_staleness: int = 0, learner_strategy
         GRPOConfig()
         .debugging(seed=7)
         .rl_module(model_config={"path": model})
-        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coef=0.01,
+        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coeff=0.01,
                   max_staleness=max_staleness)
         .rollout(max_response_tokens=16, max_tool_calls=0)
         .task(train_data=data)

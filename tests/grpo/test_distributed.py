@@ -19,7 +19,7 @@ def algo(ray_cluster, random_model_dir, arithmetic_jsonl):
         GRPOConfig()
         .debugging(seed=3)
         .rl_module(model_config={"path": str(random_model_dir)})
-        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coef=0.01)
+        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=2, entropy_coeff=0.01)
         .rollout(max_response_tokens=16, max_tool_calls=0)
         .task(train_data=str(arithmetic_jsonl))
         .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)

@@ -31,8 +31,8 @@ def one_step(strategy, model_dir, data):
         GRPOConfig()
         .debugging(seed=11)
         .rl_module(model_config={"path": str(model_dir)})
-        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=1, entropy_coef=0.01,
-                  kl_coef=0.05)
+        .training(lr=3e-3, group_size=4, prompts_per_step=4, minibatches_per_step=1, entropy_coeff=0.01,
+                  kl_coeff=0.05)
         .rollout(max_response_tokens=16, max_tool_calls=0)
         .task(train_data=str(data))
         .env_runners(num_env_runners=0)
@@ -91,7 +91,7 @@ def test_fsdp_keeps_float32_master_shards_of_a_bfloat16_model(ray_cluster, rando
     and so the checkpoints are float32; the runner gets its bfloat16 copy of that state."""
     config = (GRPOConfig()
               .rl_module(model_config={"path": str(random_model_dir), "dtype": "bfloat16"})
-              .training(lr=1e-3, group_size=4, prompts_per_step=2, entropy_coef=0.01)
+              .training(lr=1e-3, group_size=4, prompts_per_step=2, entropy_coeff=0.01)
               .rollout(max_response_tokens=8, max_tool_calls=0)
               .task(train_data=str(arithmetic_jsonl))
               .env_runners(num_env_runners=0)

@@ -49,7 +49,7 @@ def update(learner, episodes, batch):
 @pytest.fixture(scope="module")
 def trained(random_model_dir, arithmetic_jsonl, tokenizer):
     """A LoRA learner (with a KL term) before and after 3 updates."""
-    learner = build_learner(lora_config(random_model_dir, arithmetic_jsonl, kl_coef=0.1, lr=3e-2))
+    learner = build_learner(lora_config(random_model_dir, arithmetic_jsonl, kl_coeff=0.1, lr=3e-2))
     module = policy(learner)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     episodes, batch = episodes_and_batch(learner, tokenizer)
@@ -108,7 +108,7 @@ def test_export_writes_the_merged_model_and_the_adapter(ray_cluster, random_mode
 
     from torl_rllib.export import export_policy
 
-    config = (lora_config(random_model_dir, arithmetic_jsonl, lr=3e-2, entropy_coef=0.05, max_response_tokens=16,
+    config = (lora_config(random_model_dir, arithmetic_jsonl, lr=3e-2, entropy_coeff=0.05, max_response_tokens=16,
                           max_tool_calls=0)
               .training(group_size=4, prompts_per_step=4))
     algo = config.build_algo()
@@ -137,7 +137,7 @@ def test_export_writes_the_merged_model_and_the_adapter(ray_cluster, random_mode
 
 @pytest.mark.slow
 def test_lora_on_two_ddp_learners_syncs_merged_weights(ray_cluster, random_model_dir, arithmetic_jsonl):
-    config = (lora_config(random_model_dir, arithmetic_jsonl, lr=3e-2, entropy_coef=0.05, max_response_tokens=8,
+    config = (lora_config(random_model_dir, arithmetic_jsonl, lr=3e-2, entropy_coeff=0.05, max_response_tokens=8,
                           max_tool_calls=0)
               .training(group_size=4, prompts_per_step=2)
               .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)

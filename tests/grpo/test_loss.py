@@ -105,7 +105,7 @@ def test_entropy_bonus_and_k3_kl_to_the_reference(learner):
     deltas = [0.3 - math.log(RATIO[r][t]) for r in range(2) for t in range(6) if MASK[r][t]]
     k3 = sum(math.exp(d) - d - 1 for d in deltas)
     entropy = sum(fwd_out[TOKEN_ENTROPY][r, t].item() for r in range(2) for t in range(6) if MASK[r][t])
-    loss = loss_of(learner, batch, fwd_out, loss_agg_mode="token-mean", entropy_coef=0.01, kl_coef=0.5)
+    loss = loss_of(learner, batch, fwd_out, loss_agg_mode="token-mean", entropy_coeff=0.01, kl_coeff=0.5)
     assert loss.item() == pytest.approx(EXPECTED["token-mean"] + (0.5 * k3 - 0.01 * entropy) / 5, rel=1e-6)
 
 

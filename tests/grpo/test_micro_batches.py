@@ -18,7 +18,7 @@ from .conftest import build_learner, grpo_config, policy, to_episode
 
 def updated(model_dir, data, tokenizer, micro_batch_size):
     """A learner after one update on 5 sampled episodes (entropy bonus and KL on)."""
-    learner = build_learner(grpo_config(model_dir, data, lr=1e-2, entropy_coef=0.01, kl_coef=0.1,
+    learner = build_learner(grpo_config(model_dir, data, lr=1e-2, entropy_coeff=0.01, kl_coeff=0.1,
                                         micro_batch_size=micro_batch_size))
     prompts = [tokenizer.encode(f"What is {i} + 7?", add_special_tokens=False) for i in range(5)]
     outputs = HFEngine(policy(learner).model, tokenizer).generate_batch(

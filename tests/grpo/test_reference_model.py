@@ -1,4 +1,4 @@
-"""The reference model exists only when kl_coef > 0, and then only in the learner's module
+"""The reference model exists only when kl_coeff > 0, and then only in the learner's module
 (never in an inference-only EnvRunner module); it is frozen, left out of the optimizer, of the
 module state and so of the weight sync; the k3 KL to it is 0 at init and grows as the policy
 moves away while the reference stays put."""
@@ -26,7 +26,7 @@ def plain(random_model_dir, arithmetic_jsonl):
 
 @pytest.fixture(scope="module")
 def with_ref(random_model_dir, arithmetic_jsonl):
-    return build_learner(grpo_config(random_model_dir, arithmetic_jsonl, kl_coef=0.1, lr=1e-2))
+    return build_learner(grpo_config(random_model_dir, arithmetic_jsonl, kl_coeff=0.1, lr=1e-2))
 
 
 def optimized(learner) -> list[torch.nn.Parameter]:
@@ -49,7 +49,7 @@ def test_no_reference_model_without_kl(plain):
 def test_reference_model_is_frozen_and_kept_out_of_optimizer_and_state(with_ref, plain):
     module = policy(with_ref)
     ref = module.ref_model
-    assert ref is not None, "kl_coef > 0 must build a reference model in the learner's module"
+    assert ref is not None, "kl_coeff > 0 must build a reference model in the learner's module"
     assert not any(p.requires_grad for p in ref.parameters()), "the reference model must be frozen"
     policy_ids = {id(p) for p in module.model.parameters()}
     assert {id(p) for p in optimized(with_ref)} == policy_ids, "the optimizer holds exactly the policy's weights"
@@ -64,7 +64,7 @@ def test_reference_model_is_frozen_and_kept_out_of_optimizer_and_state(with_ref,
 def test_inference_only_module_has_no_reference_and_takes_the_learner_state(with_ref):
     spec = with_ref.config.get_rl_module_spec(spaces=placeholder_spaces(), inference_only=True)
     runner_module = spec.build()
-    assert runner_module.model_config["kl_coef"] > 0 and runner_module.ref_model is None, (
+    assert runner_module.model_config["kl_coeff"] > 0 and runner_module.ref_model is None, (
         "the EnvRunner's inference-only module must not build a reference model"
     )
     state = module_state(with_ref)

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from torl_rllib.tasks import BatchGrader, available_cpus, grade
+from torl_rllib.tasks import BatchGrader, grade
+from torl_rllib.utils.cluster import available_cpus
 
 CASES = [
     (r"\boxed{\frac{14}{3}}", "4\\frac{2}{3}"),

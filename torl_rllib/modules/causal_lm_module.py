@@ -7,7 +7,7 @@
 * ``gradient_checkpointing``: trade compute for activation memory in the learner.
 * ``temperature``: the sampling temperature; log-probabilities are of ``softmax(logits / T)``.
 * ``logits_chunk_size``: positions per chunk when turning hidden states into log-probs.
-* ``kl_coef``: when > 0, a frozen reference copy of the initial model is built (only in the
+* ``kl_coeff``: when > 0, a frozen reference copy of the initial model is built (only in the
   learner's module, never in inference-only modules); it is excluded from the optimizer,
   from the module state and from the weight sync. With LoRA the reference is the base model
   itself, run with the adapters disabled (no copy).
@@ -26,7 +26,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch.utils.checkpoint import checkpoint
 
-from torl_rllib.core.learner.torch.fsdp import is_sharded, shard_like, unsharded
+from torl_rllib.utils.fsdp import is_sharded, shard_like, unsharded
 from torl_rllib.modules.lora import ADAPTER_MARKER, apply_lora, causal_lm, merged_state_dict
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,7 +38,7 @@ RESPONSE_MASK = "response_mask"  # 1 on every response token (model and tool tok
 # Forward outputs, [B, T] aligned with input_ids: at t, the log-prob of token t given < t.
 TOKEN_LOGPROBS = "token_logprobs"
 TOKEN_ENTROPY = "token_entropy"
-REF_LOGPROBS = "ref_logprobs"  # only when a reference model exists (kl_coef > 0)
+REF_LOGPROBS = "ref_logprobs"  # only when a reference model exists (kl_coeff > 0)
 REF_PREFIX = "ref_model."
 MODEL_PREFIX = "model."  # the Hugging Face model's weights inside the module state
 
@@ -111,7 +111,7 @@ class CausalLMModule(TorchRLModule):
                 self.model.enable_input_require_grads()
         if self.lora:
             self.model = apply_lora(self.model, cfg["lora"])
-        kl = float(cfg.get("kl_coef", 0.0)) > 0 and learner
+        kl = float(cfg.get("kl_coeff", 0.0)) > 0 and learner
         self.adapter_free_reference = kl and self.lora
         self.ref_model = None
         if kl and not self.lora:

@@ -4,7 +4,7 @@ grading (math-verify, bounded in time) and ToRL's reward.
     from torl_rllib.tasks import load_dataset, render_prompt, grade, compute_reward, RewardConfig
 """
 
-from torl_rllib.tasks.batch import BatchGrader, BatchStats, available_cpus
+from torl_rllib.tasks.batch import BatchGrader, BatchStats
 from torl_rllib.tasks.datasets import Dataset, DatasetSpec, Problem, RowError, load_dataset
 from torl_rllib.tasks.extraction import extract_boxed
 from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S, GradeResult, grade
@@ -21,7 +21,6 @@ __all__ = [
     "Problem",
     "RewardConfig",
     "RowError",
-    "available_cpus",
     "compute_reward",
     "extract_boxed",
     "grade",

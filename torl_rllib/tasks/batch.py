@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,8 +9,9 @@ from typing import Sequence
 
 from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S, GradeResult, prepare, resolve
 from torl_rllib.tasks.verifier_pool import VerifierPool
+from torl_rllib.utils.cluster import available_cpus
 
-__all__ = ["BatchGrader", "BatchStats", "available_cpus"]
+__all__ = ["BatchGrader", "BatchStats"]
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,6 @@ class BatchStats:
     @property
     def responses_per_s(self) -> float:
         return self.num_responses / self.seconds if self.seconds > 0 else float("inf")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (respects affinity, e.g. a Ray worker's or a container's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class BatchGrader:

@@ -13,7 +13,8 @@ import random
 import time
 from pathlib import Path
 
-from torl_rllib.tasks.batch import BatchGrader, available_cpus
+from torl_rllib.tasks.batch import BatchGrader
+from torl_rllib.utils.cluster import available_cpus
 from torl_rllib.tasks.datasets import load_dataset
 from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S
 

@@ -1,6 +1,6 @@
 """The scalar reward of a graded response.
 
-ToRL's reward (DESIGN §1): +1 when the last ``\\boxed{}`` equals the gold answer, -1 otherwise
+ToRL's reward: +1 when the last ``\\boxed{}`` equals the gold answer, -1 otherwise
 (no box, unparsable or timed-out answers included). ``RewardConfig(incorrect=0.0)`` gives the
 1/0 variant. ``no_box`` optionally scores a response without any box differently from a wrong
 one, and ``truncation_penalty`` is subtracted from responses cut off by the length limit.

@@ -73,12 +73,12 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
         ratio = torch.exp(log_ratio)
         clipped = torch.clamp(ratio, 1.0 - config.clip_eps_low, 1.0 + config.clip_eps_high)
         token_loss = torch.maximum(-advantages * ratio, -advantages * clipped)
-        if config.entropy_coef:
-            token_loss = token_loss - config.entropy_coef * fwd_out[TOKEN_ENTROPY]
-        if config.kl_coef:
+        if config.entropy_coeff:
+            token_loss = token_loss - config.entropy_coeff * fwd_out[TOKEN_ENTROPY]
+        if config.kl_coeff:
             ref_delta = fwd_out[REF_LOGPROBS] - logprobs
             ref_kl = torch.exp(ref_delta) - ref_delta - 1.0  # k3, low variance, >= 0
-            token_loss = token_loss + config.kl_coef * ref_kl
+            token_loss = token_loss + config.kl_coeff * ref_kl
 
         n_local = mask.sum()
         num_tokens = self._global_loss_tokens or float(n_local)
@@ -97,7 +97,7 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
                 APPROX_KL_KEY: mean(ratio - log_ratio - 1.0),  # k3, tokens drawn from the old policy
                 NUM_LOSS_TOKENS_KEY: n_local,
             }
-            if config.kl_coef:
+            if config.kl_coeff:
                 stats[REF_KL_KEY] = mean(ref_kl)
             if self._update_start:
                 stats.update(rollout_mismatch(logprobs.detach(), batch[OLD_LOGPROBS], mask))

@@ -11,7 +11,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
 
-from torl_rllib.core.learner.torch.fsdp import (
+from torl_rllib.utils.fsdp import (
     gather, is_sharded, local_bytes, local_parameter_bytes, rank, shard_causal_lm_module, shard_like,
 )
 

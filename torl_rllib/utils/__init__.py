@@ -1,0 +1,1 @@
+"""The lowest layer: helpers every other package may use (Ray start-up, CPU counts)."""
