@@ -14,14 +14,15 @@ they are the runs' own.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import parser as make_parser, report  # noqa: E402
 
 DEFAULT_URI = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
 # (behaviour, metric, which way ToRL's analysis says it moves)
@@ -130,7 +131,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--tracking-uri", default=DEFAULT_URI)
     parser.add_argument("--experiment", default="torl-rllib")
     parser.add_argument("--run-id")
@@ -138,7 +139,6 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep", help="also the C trade-off of this sweep's run name (e.g. emergent_cpu_sweep)")
     parser.add_argument("--window", type=int, default=5, help="steps averaged at the start and at the end")
     parser.add_argument("--plots", type=Path, help="write one PNG per behaviour into this folder")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     client = MlflowClient(args.tracking_uri)
     run = _run(client, args.experiment, args.run_id, args.run_name)
@@ -147,14 +147,10 @@ def main(argv=None) -> None:
         out["sweep"] = sweep_rows(client, args.experiment, args.sweep, args.window)
     if args.plots:
         out["plots"] = [str(p) for p in write_plots(client, run, args.plots, out.get("sweep"))]
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return
-    print(f"run {out['run_id']} (start: mean of the first {args.window} steps, end: of the last {args.window})")
-    print(markdown(out["behaviours"]))
-    if args.sweep:
-        print(f"\nsweep {args.sweep}: the C trade-off")
-        print(markdown(out["sweep"]))
+    report(out, args.json, lambda: [
+        f"run {out['run_id']} (start: mean of the first {args.window} steps, end: of the last {args.window})",
+        markdown(out["behaviours"]),
+        *([f"\nsweep {args.sweep}: the C trade-off", markdown(out["sweep"])] if args.sweep else [])], indent=2)
 
 
 if __name__ == "__main__":

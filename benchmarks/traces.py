@@ -11,17 +11,15 @@ competes with training for the CPU, a steadier bound than the difference of two 
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a clone without installing
-RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import EXPERIMENTS, elapsed, median, parser as make_parser, report as print_report  # noqa: E402
+
+RECIPE = EXPERIMENTS / "tiny_cpu.yaml"
 TARGET = 0.02  # traces may add at most 2 % to a step
 
 
@@ -49,12 +47,8 @@ def run(steps: int, traces: bool, store: Path) -> dict:
     algo = load_recipe(RECIPE, overrides).build_config().build_algo()
     tracker = tracking_callback(algo).tracker
     tracker._send_traces = timed_send.__get__(tracker)  # the sender thread's work, timed
-    times = []
     try:
-        for _ in range(steps):
-            start = time.perf_counter()
-            algo.train()
-            times.append(time.perf_counter() - start)
+        times = [elapsed(algo.train) for _ in range(steps)]
     finally:
         algo.stop()
     found = MlflowClient(f"sqlite:///{store}").search_traces(
@@ -63,10 +57,9 @@ def run(steps: int, traces: bool, store: Path) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
     parser.add_argument("--rounds", type=int, default=1, help="off/on pairs, in alternating order")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be >= 2 (the first step of a run is warm-up)")
@@ -83,7 +76,7 @@ def main(argv=None) -> dict:
                 if on:
                     writer_s += result["writer_busy_s"]
                     traces += result["traces"]
-    off, on = statistics.median(measured[False]), statistics.median(measured[True])
+    off, on = median(measured[False]), median(measured[True])
     steps_on = args.rounds * args.steps
     report = {
         "steps_per_run": args.steps, "rounds": args.rounds,
@@ -91,17 +84,14 @@ def main(argv=None) -> dict:
         "writer_busy_s_per_step": writer_s / steps_on, "writer_share_of_step": writer_s / steps_on / off,
         "traces_per_step": traces / steps_on, "target": TARGET,
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"tiny demo, {args.rounds} x {args.steps} steps per setting (first step of each run left out)")
-        print(f"  traces off: {off:.3f} s per step (median of {len(measured[False])})")
-        print(f"  traces on:  {on:.3f} s per step (median of {len(measured[True])}), "
-              f"{report['traces_per_step']:.1f} traces per step")
-        print(f"  overhead: {report['overhead']:+.1%} (target <= {TARGET:.0%}); background writer busy "
-              f"{report['writer_busy_s_per_step'] * 1000:.0f} ms per step = {report['writer_share_of_step']:.2%} "
-              "of a step")
-    return report
+    return print_report(report, args.json, lambda: [
+        f"tiny demo, {args.rounds} x {args.steps} steps per setting (first step of each run left out)",
+        f"  traces off: {off:.3f} s per step (median of {len(measured[False])})",
+        f"  traces on:  {on:.3f} s per step (median of {len(measured[True])}), "
+        f"{report['traces_per_step']:.1f} traces per step",
+        f"  overhead: {report['overhead']:+.1%} (target <= {TARGET:.0%}); background writer busy "
+        f"{report['writer_busy_s_per_step'] * 1000:.0f} ms per step = {report['writer_share_of_step']:.2%} "
+        "of a step"])
 
 
 if __name__ == "__main__":

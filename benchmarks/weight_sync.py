@@ -10,20 +10,16 @@ is then carried over to Qwen2.5-Math-1.5B and -7B in bfloat16, as an estimate.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a clone without installing
-TINY = REPO / "assets" / "tiny-math-base"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import TINY_MODEL as TINY, elapsed, median, parser as make_parser, ratio, report  # noqa: E402
+
 # Parameter counts of the paper's models (bfloat16 on the GPU: 2 bytes each).
 PAPER_MODELS = {"Qwen2.5-Math-1.5B": 1.54e9, "Qwen2.5-Math-7B": 7.62e9}
 
@@ -54,46 +50,35 @@ def measure(model_dir: Path, repeats: int) -> dict:
     engine = VLLMEngine(str(model_dir), dtype="float32")
     try:
         engine.load_weights(state)  # warm-up
-        syncs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            engine.load_weights(state)
-            syncs.append(time.perf_counter() - start)
+        syncs = [elapsed(lambda: engine.load_weights(state)) for _ in range(repeats)]
     finally:
         engine.shutdown()
     staging = []
     for _ in range(repeats):
         tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
         with tempfile.TemporaryDirectory(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as tmp:
-            start = time.perf_counter()
-            save_file(tensors, os.path.join(tmp, "model.safetensors"))
-            staging.append(time.perf_counter() - start)
-    sync_s, staging_s = statistics.median(syncs), statistics.median(staging)
+            staging.append(elapsed(lambda: save_file(tensors, os.path.join(tmp, "model.safetensors"))))
+    sync_s, staging_s = median(syncs), median(staging)
     return {"model": model_dir.name, "parameters": sum(t.numel() for t in state.values()), "bytes": nbytes,
             "sync_s": sync_s, "staging_write_s": staging_s, "sync_vs_staging_write": sync_s / staging_s,
             "bytes_per_s": nbytes / sync_s}
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(TINY, args.repeats), measure(random_qwen2(Path(tmp) / "qwen2-85m"), args.repeats)]
     rate = results[-1]["bytes_per_s"]
-    report = {"measured": results, "estimated_sync_s_bf16": {
+    result = {"measured": results, "estimated_sync_s_bf16": {
         name: 2 * params / rate for name, params in PAPER_MODELS.items()}}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for r in results:
-            print(f"{r['model']:>16}: {r['parameters'] / 1e6:7.1f} M params, {r['bytes'] / 2**20:7.1f} MiB | "
-                  f"sync {r['sync_s']:.3f} s (staging write {r['staging_write_s']:.3f} s, "
-                  f"{r['sync_vs_staging_write']:.1f}x) | {r['bytes_per_s'] / 2**30:.2f} GiB/s")
-        for name, seconds in report["estimated_sync_s_bf16"].items():
-            print(f"estimate, {name} in bfloat16 at {rate / 2**30:.2f} GiB/s: {seconds:.1f} s per sync")
-    return report
+    return report(result, args.json, lambda: [
+        *(f"{r['model']:>16}: {r['parameters'] / 1e6:7.1f} M params, {r['bytes'] / 2**20:7.1f} MiB | "
+          f"sync {r['sync_s']:.3f} s (staging write {r['staging_write_s']:.3f} s, "
+          f"{ratio(r['sync_vs_staging_write'], 1)}) | {r['bytes_per_s'] / 2**30:.2f} GiB/s" for r in results),
+        *(f"estimate, {name} in bfloat16 at {rate / 2**30:.2f} GiB/s: {seconds:.1f} s per sync"
+          for name, seconds in result["estimated_sync_s_bf16"].items())])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 LAYERS = [
     {"utils"}, {"core"}, {"tasks"}, {"modules"}, {"rollout"}, {"evaluation"}, {"tracking"}, {"export"},
-    {"algorithms"}, {"recipe", "eval_recipe"}, {"train", "evaluate", "sweep", "chaos"}, {"cli", "tiny"},
+    {"execution"}, {"algorithms"}, {"recipe", "eval_recipe"}, {"train", "evaluate", "sweep"}, {"cli", "tiny"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -14,8 +14,10 @@ names:
 6. ``evaluation``: benchmarks, protocols, outcome metrics.
 7. ``tracking``: MLflow (tracker, RLlib callback, traces, plots).
 8. ``export``: a checkpoint's policy as a Hugging Face model folder.
-9. ``algorithms``: GRPO (config, algorithm, learners).
-10. ``recipe``, ``eval_recipe``: YAML recipes into configs.
-11. ``train``, ``evaluate``, ``sweep``, ``chaos``: the drivers.
-12. ``cli``, and ``tiny`` (the tiny models' build tools).
+9. ``execution``: what a step is made of (cluster and sandbox set-up, failure-tolerant sampling
+   and EnvRunner restore, versioned weight sync, atomic checkpointing), as RLlib's ``execution``.
+10. ``algorithms``: GRPO (config, algorithm, learners).
+11. ``recipe``, ``eval_recipe``: YAML recipes into configs.
+12. ``train``, ``evaluate``, ``sweep``: the drivers.
+13. ``cli``, and ``tiny`` (the tiny models' build tools).
 """

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torl_rllib.algorithms.grpo.faults import RunCannotContinue
+from torl_rllib.execution.faults import RunCannotContinue
 from torl_rllib.eval_recipe import EvalSpec
 from torl_rllib.evaluation import load_benchmark
 from torl_rllib.evaluation.report import AVERAGE, problem_rows, table3
@@ -44,7 +44,7 @@ def run_eval(spec: EvalSpec, verbose: bool = False) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from torl_rllib.algorithms.grpo.evaluation import benchmark_metrics, benchmark_traces, evaluate_on_env_runners
-    from torl_rllib.algorithms.grpo.grpo import check_schedulable, start_sandbox_pools
+    from torl_rllib.execution.cluster import check_schedulable, start_sandbox_pools
     from torl_rllib.tracking import MlflowTracker, TrackingConfig
     from torl_rllib.tracking.params import library_versions
     from torl_rllib.utils.cluster import init_ray

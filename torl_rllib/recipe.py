@@ -417,7 +417,7 @@ def validate_sections(data: dict) -> list[str]:
 def _overlong_prompt_problems(config) -> list[str]:
     """Prompts that do not fit, when the training data refuses bad rows (``on_error: raise``);
     otherwise the run skips them, and ``overlong_prompt_notice`` tells ``check``."""
-    from torl_rllib.algorithms.grpo.grpo import refuses_bad_rows
+    from torl_rllib.execution.data import refuses_bad_rows
 
     if not refuses_bad_rows(config):
         return []
@@ -427,7 +427,7 @@ def _overlong_prompt_problems(config) -> list[str]:
 
 def overlong_prompt_notice(config) -> str | None:
     """One line naming the training prompts too long for the run (None when all fit)."""
-    from torl_rllib.algorithms.grpo.grpo import overlong_prompts_of
+    from torl_rllib.execution.data import overlong_prompts_of
     from torl_rllib.tasks import load_dataset
 
     try:

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from torl_rllib.rollout import metrics as rm
-from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue
+from torl_rllib.execution.faults import LearnersLost, RunCannotContinue
 from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint
 from torl_rllib.recipe import Recipe
 from torl_rllib.tracking.callback import tracking_callback
@@ -232,7 +232,7 @@ def run_training(recipe: Recipe, output_dir: Path, resume: str | None = None, ve
                 step = algo.iteration
                 metrics["step"] = step
                 # Which prompts the step sampled (metrics.jsonl only): resumed and undisturbed
-                # runs can be compared step by step (``python -m torl_rllib.chaos``).
+                # runs can be compared step by step (``python benchmarks/chaos.py``).
                 metrics["problems_digest"] = hashlib.blake2b(
                     "\n".join(algo.last_problem_ids).encode(), digest_size=8).hexdigest()
                 history.append(metrics)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from torl_rllib.chaos import main
+from benchmarks.chaos import main  # benchmarks/chaos.py
 
 pytestmark = pytest.mark.slow
 

@@ -192,7 +192,7 @@ def test_a_sandbox_killed_mid_call_is_retried_and_the_step_is_the_undisturbed_on
 
 
 def test_a_sandbox_pool_that_cannot_come_back_stops_the_run_naming_it(ray_cluster):
-    from torl_rllib.algorithms.grpo.faults import SandboxPoolLost
+    from torl_rllib.execution.faults import SandboxPoolLost
 
     algo = tiny_algo("sandbox.actor_max_restarts=0")
     try:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from torl_rllib.algorithms.grpo import GRPOConfig
-from torl_rllib.algorithms.grpo.grpo import check_schedulable
+from torl_rllib.execution.cluster import check_schedulable
 
 from .conftest import grpo_config
 

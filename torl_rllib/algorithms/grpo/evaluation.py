@@ -18,7 +18,7 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from torl_rllib.rollout import metrics as rm
-from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
+from torl_rllib.execution.env_runner_calls import call_in_shards
 from torl_rllib.evaluation import EvalProtocol, ProblemResult, outcome_metrics
 from torl_rllib.rollout.trace_records import select_traced
 from torl_rllib.tracking.config import traces_per_step

@@ -7,7 +7,9 @@ is ``.rl_module(model_config={"path": ..., "dtype": ...})``; scale with RLlib's 
 ``.env_runners(num_env_runners=...)`` and ``.learners(num_learners=...)``.
 
 ``GRPO.training_step``: sample whole groups on every EnvRunner → mini-batch updates on the
-LearnerGroup → blocking weight broadcast to every EnvRunner (versioned).
+LearnerGroup → blocking weight broadcast to every EnvRunner (versioned). The jobs a step is
+made of (cluster set-up, failure-tolerant sampling, the weight sync, atomic checkpoints) live in
+``torl_rllib.execution``, as RLlib's do in ``ray.rllib.execution``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER_GROUP
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
@@ -34,24 +35,28 @@ from ray.rllib.utils.metrics import (
 from ray.exceptions import RayActorError
 from ray.tune.result import TRIAL_INFO
 
-from torl_rllib.algorithms.grpo.env_runner_calls import call_in_shards
-from torl_rllib.algorithms.grpo.faults import LearnersLost, RunCannotContinue, RunUnhealthy, check_sandbox_pools
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
 from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
-from torl_rllib.utils.checkpoint_manifest import verify_checkpoint, write_manifest
-from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
-from torl_rllib.algorithms.grpo.rollout_ahead import RolloutAhead
-from torl_rllib.rollout.metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
-from torl_rllib.evaluation import Benchmark, EvalProtocol, load_benchmark, resolve_benchmarks
+from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.evaluation import EvalProtocol
+from torl_rllib.execution import rollout_ops
+from torl_rllib.execution.checkpointing import check_restorable, gather_sharded_learner_state, save_atomically
+from torl_rllib.execution.cluster import check_schedulable, limit_trial_threads, start_sandbox_pools
+from torl_rllib.execution.data import load_eval_benchmarks, skip_overlong_prompts
+from torl_rllib.execution.faults import (
+    LearnersLost, RunCannotContinue, RunUnhealthy, check_sandbox_pools, is_learner_failure,
+)
+from torl_rllib.execution.rollout_ahead import RolloutAhead
+from torl_rllib.execution.weight_sync import policy_weights, sync_weights_to
 from torl_rllib.modules.causal_lm_module import DTYPES
-from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.failures import SANDBOX_FAILED
+from torl_rllib.rollout.metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
+from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.trace_records import gather_traces
 from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
-from torl_rllib.tracking.config import traces_per_step
 from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
 
 logger = logging.getLogger(__name__)
@@ -565,12 +570,7 @@ class GRPO(Algorithm):
     def setup(self, config: GRPOConfig) -> None:
         from torl_rllib.tasks import load_dataset
 
-        if ray.get_runtime_context().get_actor_id() is not None:
-            # A Tune trial: torch's default (every core) would oversubscribe the node when
-            # trials run side by side (measured 10x slower on 2 cores). Use the trial's CPUs.
-            import torch
-
-            torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
+        limit_trial_threads(config)
         check_schedulable(config)
         self._sandbox_pools = start_sandbox_pools(config)
         self.eval_benchmarks = load_eval_benchmarks(config)  # before any actor starts: fail fast
@@ -737,39 +737,15 @@ class GRPO(Algorithm):
 
     def _is_learner_failure(self, exc: RayActorError) -> bool:
         """Whether ``exc`` came from one of the LearnerGroup's actors (not an EnvRunner's)."""
-        learners = getattr(self.learner_group, "_workers", None) or []
-        return not learners or exc.actor_id in {w._actor_id.hex() for w in learners}
+        return is_learner_failure(self.learner_group, exc)
 
     def _sample(self, problems: list, iteration: int | None = None, weights: tuple | None = None) -> tuple[list, list[dict], int]:
-        """Split the step's problems over the EnvRunners; each samples its groups. A runner that
-        dies mid-step has its share sampled again, with the same seeds, by another runner or by
-        itself once restarted (``restart_failed_env_runners``) and given ``weights`` ((ref,
-        version) the step samples with; default: the learner's), so the step's data is what it
-        would have been; with no runner left and none restorable, ``EnvRunnersLost``. Returns
-        (episodes, each runner's rollout statistics, number of shards sampled again)."""
-        runners = max(1, len(self.env_runner_group.healthy_env_runner_ids()))
-        shards = [s for s in np.array_split(np.arange(len(problems)), runners) if len(s)]
-        iteration = self.iteration if iteration is None else iteration
-        traces = traces_per_step(self.config.tracking_config)  # trace records: failed ones and these many more
-        calls = [{"problems": [problems[i] for i in s], "iteration": iteration, "traces": traces} for s in shards]
-        results, reissued = call_in_shards(self.env_runner_group, "sample_groups", calls,
-                                           restore=lambda: self.wait_for_env_runners(self.env_runner_group, weights))
-        episodes = [ep for eps, _ in results for ep in eps]
-        return episodes, [rollout for _, rollout in results], reissued
+        """``execution.rollout_ops.sample``: the step's problems over the EnvRunners, failure-tolerant."""
+        return rollout_ops.sample(self, problems, iteration, weights)
 
     def wait_for_env_runners(self, group, weights: tuple | None = None) -> list[int]:
-        """With no healthy runner left: wait for Ray to restart failed ones (while restarts are
-        left, up to ``env_runner_restore_timeout_s``) and restore them; [] when none comes back."""
-        config = self.config
-        deadline = time.monotonic() + config.env_runner_restore_timeout_s
-        logger.warning("no healthy EnvRunner: waiting up to %.0fs for a restart", config.env_runner_restore_timeout_s)
-        while True:
-            restored = self._restore_env_runners(group, weights)
-            restarts_left = config.restart_failed_env_runners and group.num_remote_worker_restarts() < (
-                config.max_num_env_runner_restarts * max(1, group.num_remote_env_runners()))
-            if restored or not restarts_left or time.monotonic() > deadline:
-                return restored
-            time.sleep(1.0)
+        """With no healthy runner left: wait for restarts and restore them (``rollout_ops``)."""
+        return rollout_ops.wait_for_env_runners(self, group, weights)
 
     @override(Algorithm)
     def restore_env_runners(self, env_runner_group) -> list[int]:
@@ -782,13 +758,7 @@ class GRPO(Algorithm):
         return self._restore_env_runners(env_runner_group)
 
     def _restore_env_runners(self, env_runner_group, weights: tuple | None = None) -> list[int]:
-        restored = env_runner_group.probe_unhealthy_env_runners() if self.config.restart_failed_env_runners else []
-        if restored:
-            self._env_runner_restarts += len(restored)
-            version = weights[1] if weights else self._weights_version
-            logger.warning("restarted EnvRunner(s) %s; syncing weights version %d", restored, version)
-            self.sync_weights_to(env_runner_group, remote_ids=restored, weights=weights)
-        return restored
+        return rollout_ops.restore_env_runners(self, env_runner_group, weights)
 
     def _learn(self, episodes: list) -> None:
         rng = np.random.default_rng([self.config.seed or 0, self.iteration])
@@ -818,35 +788,13 @@ class GRPO(Algorithm):
         return self.sync_weights_to(self.env_runner_group)
 
     def sync_weights_to(self, group, remote_ids: list[int] | None = None, weights: tuple | None = None) -> tuple:
-        """Blocking broadcast of ``weights`` ((object ref, version); default: the learner's
-        current ones) to ``group``'s runners (only the remote ones in ``remote_ids`` when
-        given). Returns the (ref, version) sent.
-
-        RLlib's own ``sync_weights`` is fire-and-forget and can be dropped silently; here every
-        runner confirms the version it now holds, and a mismatch is an error.
-        """
-        if weights is None:
-            weights = (ray.put(self.policy_weights()), self._weights_version)
-        ref, version = weights
-        held = []
-        if group.local_env_runner is not None and remote_ids is None:
-            held.append(group.local_env_runner.set_weights(ray.get(ref), version))
-        ids = group.healthy_env_runner_ids() if remote_ids is None else remote_ids
-        if ids:
-            held += group.foreach_env_runner(
-                "set_weights", kwargs={"weights": ref, "version": version},
-                remote_worker_ids=ids, local_env_runner=False,
-            )
-        if any(v != version for v in held):
-            raise RuntimeError(f"weight sync failed: runners hold versions {held}, expected {version}")
-        return weights
+        """Blocking, versioned broadcast of ``weights`` (default: the learner's) to ``group``'s
+        runners, each confirming its version (``execution.weight_sync``). Returns (ref, version)."""
+        return sync_weights_to(self, group, remote_ids, weights)
 
     def policy_weights(self) -> dict:
-        """The Learners' policy as an inference-only module state (what EnvRunners load):
-        the whole weights, merged with the LoRA adapters when there are some."""
-        component = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
-        state = self.learner_group.get_state(components=component, inference_only=True)
-        return state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
+        """The Learners' policy as an inference-only module state (what EnvRunners load)."""
+        return policy_weights(self.learner_group)
 
     def export_policy(self, out_dir: str | Path) -> Path:
         """Write the current policy as a Hugging Face model directory (no checkpoint needed)."""
@@ -866,37 +814,18 @@ class GRPO(Algorithm):
     # ---- checkpoint state --------------------------------------------------------------------
     @override(Algorithm)
     def save_to_path(self, path=None, *args, **kwargs) -> str:
-        """RLlib's save, made atomic: written to ``PATH.partial`` and renamed, so a crash or a
-        kill mid-save never leaves a half checkpoint under ``path``."""
+        """RLlib's save, made atomic (``execution.checkpointing``): written to ``PATH.partial``
+        and renamed, so a crash or a kill mid-save never leaves a half checkpoint under ``path``."""
         self._gather_sharded_learner_state()
-        if path is None:
-            path = super().save_to_path(None, *args, **kwargs)
-            write_manifest(path)
-        else:
-            final = Path(path)
-            partial = final.with_name(final.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                super().save_to_path(str(partial), *args, **kwargs)
-                write_manifest(partial)  # before the rename: complete <=> has a manifest
-            except BaseException:  # e.g. disk full: leave nothing half-written behind
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            path = str(final)
+        save = super().save_to_path
+        path = save_atomically(lambda to: save(to, *args, **kwargs), path)
         callback = tracking_callback(self)
         if callback is not None:  # RLlib has no checkpoint-saved hook: the algorithm calls it
             callback.on_checkpoint_saved(algorithm=self, path=str(path))
         return path
 
     def _gather_sharded_learner_state(self) -> None:
-        """FSDP: RLlib reads a LearnerGroup's state from its first Learner alone, so every
-        Learner first gathers its optimizer shards there (``ShardedTorchLearner``)."""
-        if self.config.learner_strategy == "fsdp":
-            for result in self.learner_group.foreach_learner(lambda learner: learner.gather_optimizer_state()):
-                if not result.ok:
-                    raise result.get()
+        gather_sharded_learner_state(self.config, self.learner_group)
 
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs):
@@ -929,99 +858,6 @@ class GRPO(Algorithm):
 
     @override(Algorithm)
     def restore_from_path(self, path, *args, **kwargs):
-        if kwargs.get("component") is None:  # a damaged checkpoint is refused, naming its file
-            verify_checkpoint(path)
+        check_restorable(path, kwargs.get("component"))  # a damaged checkpoint is refused, naming its file
         super().restore_from_path(path, *args, **kwargs)
         self._sync_weights()  # RLlib's restore sync is fire-and-forget: make it certain
-
-
-def overlong_prompts_of(config: GRPOConfig, problems: list) -> tuple[set[str], str | None]:
-    """The ids of the problems whose prompt does not fit (``max_prompt_tokens``, and the engine's
-    context, room for one response token kept), and one line naming them (None if all fit)."""
-    from transformers import AutoTokenizer
-
-    from torl_rllib.rollout.env_runner import engine_context_length, prompt_limit
-    from torl_rllib.tasks.prompt_lengths import describe_overlong, overlong_prompts
-
-    context = engine_context_length(config)
-    limit = prompt_limit(config, context)
-    tokenizer = AutoTokenizer.from_pretrained(config.model_config["path"])
-    found = overlong_prompts(problems, tokenizer, config.prompt_template, limit)
-    if not found:
-        return set(), None
-    why = f"max_prompt_tokens {config.max_prompt_tokens}, engine context {context}"
-    return {row for row, _ in found}, describe_overlong(found, limit, why)
-
-
-def refuses_bad_rows(config: GRPOConfig) -> bool:
-    """Whether the training data says ``on_error: raise`` (refuse) rather than skip bad rows."""
-    return isinstance(config.train_data, dict) and config.train_data.get("on_error") == "raise"
-
-
-def skip_overlong_prompts(config: GRPOConfig, problems: list) -> list:
-    """The problems whose prompt fits; the others are named in one warning and left out, or
-    refused (``ValueError``) when the training data says ``on_error: raise``."""
-    too_long, message = overlong_prompts_of(config, problems)
-    if message is None:
-        return problems
-    if refuses_bad_rows(config):
-        raise ValueError(f"data.train: {message}")
-    logger.warning("%s: skipped (counted in dataset_rows_skipped)", message)
-    return [p for p in problems if str(p.id) not in too_long]
-
-
-def load_eval_benchmarks(config: GRPOConfig) -> list[tuple[Benchmark, list]]:
-    """The in-training evaluation's benchmarks and their problems (none without an interval)."""
-    if not config.evaluation_interval:
-        return []
-    benchmarks = resolve_benchmarks(list(config.evaluation_benchmarks), config.benchmarks_dir)
-    return [(b, load_benchmark(b).problems) for b in benchmarks]
-
-
-def start_sandbox_pools(config: GRPOConfig) -> dict:
-    """One SandboxPool actor per node and sandbox config, shared by every EnvRunner there.
-
-    Created by the driver, which outlives the EnvRunners that use them. When the algorithm is
-    itself an actor (a Ray Tune trial), the pools are detached: concurrent and later trials
-    share them, none dies with the trial that happened to create it, and the sweep ends them
-    (``SandboxPool.shutdown_all``). Fails fast, naming the cause, when jails cannot start."""
-    if config.max_tool_calls == 0:
-        return {}
-    from sandbox import SandboxConfig, SandboxPool
-
-    in_actor = ray.get_runtime_context().get_actor_id() is not None
-    return SandboxPool.for_all_nodes(SandboxConfig(**config.sandbox_config), detached=in_actor)
-
-
-def check_schedulable(config: GRPOConfig) -> None:
-    """Fail fast (instead of hanging in ``build_algo()``) when the cluster cannot host the
-    requested EnvRunners and Learners."""
-    if not ray.is_initialized():
-        return
-    resources = ray.cluster_resources()
-    available = resources.get("CPU", 0.0)
-    cpus_runner = config.num_cpus_per_env_runner
-    cpus_learner = config.num_cpus_per_learner
-    if cpus_learner == "auto":
-        cpus_learner = 0 if config.num_gpus_per_learner else 1
-    eval_runners = config.evaluation_num_env_runners if config.evaluation_interval else 0
-    runners = config.num_env_runners + eval_runners
-    needed = runners * cpus_runner + config.num_learners * cpus_learner
-    if needed > available + 1e-9:
-        raise ValueError(
-            f"this config needs {needed:g} CPUs ({runners} EnvRunners"
-            f"{f' ({eval_runners} of them for evaluation)' if eval_runners else ''} x "
-            f"{cpus_runner:g} + {config.num_learners} Learners x {cpus_learner:g}) but the Ray "
-            f"cluster has {available:g}. Use fractional CPUs, e.g. "
-            f".env_runners(num_cpus_per_env_runner=0.5).learners(num_cpus_per_learner=0.5), or fewer actors."
-        )
-    # Remote actors asking for GPUs the cluster lacks would wait forever, like missing CPUs.
-    gpus_runner, gpus_learner = config.num_gpus_per_env_runner, config.num_gpus_per_learner
-    needed_gpus = config.num_env_runners * gpus_runner + config.num_learners * gpus_learner
-    gpus = resources.get("GPU", 0.0)
-    if needed_gpus > gpus + 1e-9:
-        raise ValueError(
-            f"this config needs {needed_gpus:g} GPUs ({config.num_env_runners} EnvRunners x "
-            f"{gpus_runner:g} + {config.num_learners} Learners x {gpus_learner:g}) but the Ray "
-            f"cluster has {gpus:g}. On a CPU cluster set num_gpus_per_env_runner and num_gpus_per_learner to 0."
-        )

@@ -10,7 +10,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 __all__ = ["RunCannotContinue", "EnvRunnersLost", "LearnersLost", "SandboxPoolLost", "RunUnhealthy",
-           "check_sandbox_pools"]
+           "check_sandbox_pools", "is_learner_failure"]
 
 POOL_PING_TIMEOUT_S = 60.0  # a restarting pool (new jails) answers well within this
 
@@ -58,3 +58,11 @@ def check_sandbox_pools(pools: dict[str, object], timeout_s: float = POOL_PING_T
                 exc = error
             raise SandboxPoolLost(f"the sandbox pool of node {node[:12]} cannot come back: "
                                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+def is_learner_failure(learner_group, exc: RayActorError) -> bool:
+    """Whether ``exc`` came from one of ``learner_group``'s actors (not an EnvRunner's)."""
+    # RLlib 2.x's LearnerGroup has no public list of its Learner actors, nor Ray's ActorHandle a
+    # public actor id: no public alternative to ``_workers`` / ``_actor_id`` exists.
+    learners = getattr(learner_group, "_workers", None) or []
+    return not learners or exc.actor_id in {w._actor_id.hex() for w in learners}

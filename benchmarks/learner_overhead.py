@@ -1,4 +1,4 @@
-"""RLlib's overhead on a GRPO update: ``python -m torl_rllib.algorithms.grpo.bench``.
+"""RLlib's overhead on a GRPO update: ``python benchmarks/learner_overhead.py [--json]``.
 
 Times, in one run on the same batch and model, (a) one update through RLlib
 (``LearnerGroup.update`` on episodes: learner connector → forward → GRPO loss → backward →
@@ -9,18 +9,16 @@ loop on pre-built tensors, and prints the ratio (target <= 1.15x).
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS
-from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import aggregate_loss
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "assets" / "tiny-math-base"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import TINY_MODEL, median_time, parser, ratio, report  # noqa: E402
+from torl_rllib.core.columns import ADVANTAGES, OLD_LOGPROBS  # noqa: E402
+from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import aggregate_loss  # noqa: E402
 
 
 def synthetic_episodes(vocab: int, n: int, prompt_len: int, response_len: int, seed: int = 0):
@@ -47,20 +45,18 @@ def synthetic_episodes(vocab: int, n: int, prompt_len: int, response_len: int, s
 
 def update_bench_parser(description: str, *, trajectories: int, iters: int, warmup: int) -> argparse.ArgumentParser:
     """The options every GRPO-update benchmark takes: model, synthetic batch shape, repetitions."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--trajectories", type=int, default=trajectories)
-    parser.add_argument("--prompt-len", type=int, default=270)
-    parser.add_argument("--response-len", type=int, default=96)
-    parser.add_argument("--iters", type=int, default=iters)
-    parser.add_argument("--warmup", type=int, default=warmup)
-    parser.add_argument("--json", action="store_true")
-    return parser
+    result = parser(description)
+    result.add_argument("--model", default=str(TINY_MODEL))
+    result.add_argument("--trajectories", type=int, default=trajectories)
+    result.add_argument("--prompt-len", type=int, default=270)
+    result.add_argument("--response-len", type=int, default=96)
+    result.add_argument("--iters", type=int, default=iters)
+    result.add_argument("--warmup", type=int, default=warmup)
+    return result
 
 
 def main(argv=None) -> None:
-    parser = update_bench_parser(__doc__.split("\n\n")[0], trajectories=64, iters=10, warmup=2)
-    args = parser.parse_args(argv)
+    args = update_bench_parser(__doc__, trajectories=64, iters=10, warmup=2).parse_args(argv)
     torch.set_num_threads(1)
 
     from ray.rllib.core import DEFAULT_MODULE_ID
@@ -99,21 +95,11 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
 
-    def timed(fn):
-        for _ in range(args.warmup):
-            fn()
-        times = []
-        for _ in range(args.iters):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     # Interleave to share any drift in machine load fairly.
     plain, rllib = [], []
     for _ in range(2):
-        plain.append(timed(plain_step))
-        rllib.append(timed(rllib_step))
+        plain.append(median_time(plain_step, args.iters, args.warmup))
+        rllib.append(median_time(rllib_step, args.iters, args.warmup))
     plain_s, rllib_s = min(plain), min(rllib)
     result = {
         "trajectories": args.trajectories, "tokens_per_trajectory": args.prompt_len + args.response_len,
@@ -121,14 +107,12 @@ def main(argv=None) -> None:
         "plain_torch_update_s": round(plain_s, 4), "rllib_update_s": round(rllib_s, 4),
         "rllib_over_plain": round(rllib_s / plain_s, 3),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"GRPO update of {args.trajectories} trajectories x ~{result['tokens_per_trajectory']} tokens, "
-              f"{result['parameters']:,} parameters (median of {args.iters}, best of 2 rounds):")
-        print(f"  plain PyTorch loop : {plain_s * 1000:8.1f} ms")
-        print(f"  RLlib LearnerGroup : {rllib_s * 1000:8.1f} ms")
-        print(f"  ratio              : {rllib_s / plain_s:8.3f}x  (target <= 1.15x)")
+    report(result, args.json, lambda: [
+        f"GRPO update of {args.trajectories} trajectories x ~{result['tokens_per_trajectory']} tokens, "
+        f"{result['parameters']:,} parameters (median of {args.iters}, best of 2 rounds):",
+        f"  plain PyTorch loop : {plain_s * 1000:8.1f} ms",
+        f"  RLlib LearnerGroup : {rllib_s * 1000:8.1f} ms",
+        f"  ratio              : {ratio(rllib_s / plain_s, 3, 8)}  (target <= 1.15x)"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Chaos benchmark: train the tiny model while killing a random component every K seconds, and
 compare with an undisturbed run of the same recipe and seed.
 
-    python -m torl_rllib.chaos [--steps 40] [--kill-every 20] [--seed 0] [--json]
+    python benchmarks/chaos.py [--steps 40] [--kill-every 20] [--seed 0] [--json]
 
 Both runs are ``torl-rllib train`` in fresh processes. During the chaos run, every ``--kill-every``
 seconds of training (the clock starts when a trainer session has completed a step, so start-up
@@ -21,7 +21,6 @@ one beside a busy CPU, differ the same way).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -32,7 +31,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parents[1] / "experiments" / "tiny_cpu.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import EXPERIMENTS, elapsed, parser as make_parser, ratio  # noqa: E402
+
+RECIPE = EXPERIMENTS / "tiny_cpu.yaml"
 # What is killed, and how each is found (``pgrep -f`` patterns); the trainer is our child.
 COMPONENTS = {
     "env_runner": "ray::ToolEnvRunner",
@@ -65,12 +67,13 @@ def _summary(out: Path) -> dict:
 
 
 def undisturbed(recipe: Path, out: Path, steps: int, extra: list[str]) -> float:
-    start = time.perf_counter()
-    proc = _train(recipe, out, steps, extra, resume=False)
-    _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"the undisturbed run failed:\n{err[-3000:]}")
-    return time.perf_counter() - start
+    def run():
+        proc = _train(recipe, out, steps, extra, resume=False)
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"the undisturbed run failed:\n{err[-3000:]}")
+
+    return elapsed(run)
 
 
 def chaos(recipe: Path, out: Path, steps: int, extra: list[str], kill_every: float, seed: int) -> dict:
@@ -127,14 +130,13 @@ def _curve(lines: list[dict], steps: list[int]) -> list[float | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torl_rllib.chaos", description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__, prog="python benchmarks/chaos.py")
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between two kills")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill choices")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/chaos"))
     parser.add_argument("overrides", nargs="*", help="recipe overrides for both runs")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     base, disturbed = args.output_dir / "undisturbed", args.output_dir / "chaos"
     for folder in (base, disturbed):
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"EnvRunner restarts {report['env_runner_restarts']} | re-sampled shards {report['resampled_shards']} | "
           f"retries: {retried} | trajectories failed {report['trajectories_failed']} "
           f"(groups dropped {report['dropped_groups']})")
-    print(f"wall time: undisturbed {base_s:.0f} s, chaos {report['wall_s']:.0f} s: {report['overhead']:.2f}x")
+    print(f"wall time: undisturbed {base_s:.0f} s, chaos {report['wall_s']:.0f} s: {ratio(report['overhead'])}")
     print(f"prompt sequence equal: {report['prompts_equal']} | final weights equal: {report['weights_equal']} "
           f"(largest difference {report['weights_max_abs_diff']:.1e})")
     print(f"accuracy at steps {marks}: undisturbed {report['accuracy_undisturbed']}, chaos {report['accuracy_chaos']}")

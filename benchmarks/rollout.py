@@ -1,4 +1,4 @@
-"""Rollout benchmark: ``python -m torl_rllib.rollout.bench [--json]``.
+"""Rollout benchmark: ``python benchmarks/rollout.py [--json]``.
 
 Runs the same trajectories (same prompts, seeds, engine and tool results) two ways in one run:
 
@@ -33,20 +33,21 @@ import asyncio
 import hashlib
 import json
 import random
-import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from torl_rllib.rollout.engine import SamplingParams
-from torl_rllib.rollout.hf_engine import HFEngine
-from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import TINY_MODEL, TINY_TRAIN_DATA, median, parser as make_parser, ratio  # noqa: E402
+from torl_rllib.rollout.engine import SamplingParams  # noqa: E402
+from torl_rllib.rollout.hf_engine import HFEngine  # noqa: E402
+from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-DEFAULT_MODEL = ASSETS / "tiny-math-base"
-DEFAULT_DATA = ASSETS / "data" / "tiny_arithmetic_train.jsonl"
+DEFAULT_MODEL = TINY_MODEL
+DEFAULT_DATA = TINY_TRAIN_DATA
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def run_no_tool(engine, model, prompts, budget, pad_id, eos_ids):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--template", default="tir_base_0309")
@@ -214,7 +215,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--engine", choices=["hf", "vllm", "both"], default="hf",
                         help="the rollout engine (both: each on the same prompts and seeds)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -269,17 +269,17 @@ def measure(name: str, args, model, tokenizer) -> dict:
         if sandbox is not None:
             sandbox.close()
 
-    def median(mode, key):
-        return statistics.median(r[key] for r in runs[mode])
+    def mode_median(mode, key):
+        return median(r[key] for r in runs[mode])
 
     def busy_fraction(mode):
         if runs[mode][0]["busy_s"] is None:
             return None
-        return statistics.median(r["busy_s"] / r["wall_s"] for r in runs[mode])
+        return median(r["busy_s"] / r["wall_s"] for r in runs[mode])
 
-    ours_wall, barrier_wall = median("ours", "wall_s"), median("barrier", "wall_s")
-    ours_tps = statistics.median(n / s for s, n, _, _ in no_tool)
-    generate_tps = statistics.median(n / s for _, _, s, n in no_tool)
+    ours_wall, barrier_wall = mode_median("ours", "wall_s"), mode_median("barrier", "wall_s")
+    ours_tps = median(n / s for s, n, _, _ in no_tool)
+    generate_tps = median(n / s for _, _, s, n in no_tool)
     return {
         "engine": name,
         "trajectories": args.problems * args.group,
@@ -292,8 +292,8 @@ def measure(name: str, args, model, tokenizer) -> dict:
         "speedup_vs_barrier": barrier_wall / ours_wall,
         "generator_busy_fraction": busy_fraction("ours"),
         "barrier_generator_busy_fraction": busy_fraction("barrier"),
-        "ours_tokens_per_s": statistics.median(r["tokens"] / r["wall_s"] for r in runs["ours"]),
-        "barrier_tokens_per_s": statistics.median(r["tokens"] / r["wall_s"] for r in runs["barrier"]),
+        "ours_tokens_per_s": median(r["tokens"] / r["wall_s"] for r in runs["ours"]),
+        "barrier_tokens_per_s": median(r["tokens"] / r["wall_s"] for r in runs["barrier"]),
         "no_tool_tokens": no_tool[0][1],
         "no_tool_generate_tokens": no_tool[0][3],
         "no_tool_tokens_per_s": ours_tps,
@@ -308,13 +308,13 @@ def print_report(name: str, report: dict, args) -> None:
           f"calls ({args.slow_fraction:.0%} slow, {args.jails} jails), {report['identical_trajectories']}/"
           f"{report['trajectories']} identical in both modes")
     print(f"rollout wall   ours {report['ours_rollout_s']:6.2f} s   barrier {report['barrier_rollout_s']:6.2f} s   "
-          f"speedup {report['speedup_vs_barrier']:.2f}x")
+          f"speedup {ratio(report['speedup_vs_barrier'])}")
     if report["generator_busy_fraction"] is not None:
         print(f"generator busy ours {report['generator_busy_fraction']:6.1%}   "
               f"barrier {report['barrier_generator_busy_fraction']:6.1%}")
     print(f"tokens/s       ours {report['ours_tokens_per_s']:6.0f}     barrier {report['barrier_tokens_per_s']:6.0f}")
     print(f"no tool, greedy: ours {report['no_tool_tokens_per_s']:.0f} tokens/s, model.generate "
-          f"{report['generate_tokens_per_s']:.0f} tokens/s ({report['tokens_per_s_vs_generate']:.2f}x; "
+          f"{report['generate_tokens_per_s']:.0f} tokens/s ({ratio(report['tokens_per_s_vs_generate'])}; "
           f"{report['no_tool_tokens']} vs {report['no_tool_generate_tokens']} tokens)")
 
 

@@ -1,4 +1,4 @@
-"""Cost of per-step tracking: ``python -m torl_rllib.tracking.bench``.
+"""Cost of per-step tracking: ``python benchmarks/tracking_cost.py [--json]``.
 
 Logs ``--metrics`` metrics per step for ``--steps`` steps through ``MlflowTracker`` (one
 ``log_batch`` per step) to a fresh sqlite store, then the same metrics one ``log_metric`` call
@@ -8,16 +8,17 @@ per-step times, their ratio, and the batched time as a share of a reference trai
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from torl_rllib.tracking import MlflowTracker, TrackingConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import elapsed, parser as make_parser, report  # noqa: E402
+from torl_rllib.tracking import MlflowTracker, TrackingConfig  # noqa: E402
 
 
 def _step_metrics(n: int, rng: random.Random) -> dict[str, float]:
@@ -25,13 +26,11 @@ def _step_metrics(n: int, rng: random.Random) -> dict[str, float]:
 
 
 def _time_ms(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+    return elapsed(fn) * 1000
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--metrics", type=int, default=100)
     parser.add_argument("--naive-steps", type=int, default=10)
@@ -63,21 +62,21 @@ def main(argv: list[str] | None = None) -> None:
         tracker.finish()
 
     mean_batched, mean_naive = statistics.fmean(batched), statistics.fmean(naive)
-    print(f"store setup (create db + run + params): {setup_ms:.0f} ms")
-    print(
+    result = {"metrics": args.metrics, "steps": args.steps, "naive_steps": args.naive_steps, "setup_ms": setup_ms,
+              "batched_ms_per_step": mean_batched, "batched_median_ms": statistics.median(batched),
+              "batched_max_ms": max(batched), "naive_ms_per_step": mean_naive,
+              "naive_over_batched": mean_naive / mean_batched,
+              "share_of_step": mean_batched / (args.step_time_s * 1000), "step_time_s": args.step_time_s}
+    report(result, args.json, [
+        f"store setup (create db + run + params): {setup_ms:.0f} ms",
         f"batched, one log_batch per step: {args.metrics} metrics x {args.steps} steps: "
         f"mean {mean_batched:.1f} ms/step (median {statistics.median(batched):.1f}, "
-        f"max {max(batched):.1f}), total {sum(batched) / 1000:.2f} s"
-    )
-    print(
+        f"max {max(batched):.1f}), total {sum(batched) / 1000:.2f} s",
         f"naive, one log_metric per metric: {args.metrics} metrics x {args.naive_steps} steps: "
-        f"mean {mean_naive:.1f} ms/step, total {sum(naive) / 1000:.2f} s"
-    )
-    print(f"naive / batched: {mean_naive / mean_batched:.0f}x")
-    print(
+        f"mean {mean_naive:.1f} ms/step, total {sum(naive) / 1000:.2f} s",
+        f"naive / batched: {mean_naive / mean_batched:.0f}x",
         f"batched share of a {args.step_time_s:g} s training step: "
-        f"{100 * mean_batched / (args.step_time_s * 1000):.2f}% (target < 5%)"
-    )
+        f"{100 * mean_batched / (args.step_time_s * 1000):.2f}% (target < 5%)"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Step time on-policy vs one step off-policy: ``python -m torl_rllib.algorithms.grpo.overlap_bench``.
+"""Step time on-policy vs one step off-policy: ``python benchmarks/overlap.py [--json]``.
 
 Runs a recipe (default: the no-tool tiny recipe) with ``training.max_staleness=0`` and ``=1``,
 alternating, each as ``torl-rllib train`` in a fresh process, and reports each mode's median step
@@ -8,15 +8,16 @@ With ``--json`` it prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "experiments" / "tiny_cpu_no_tool.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import EXPERIMENTS, median, parser as make_parser, ratio, report  # noqa: E402
+
+DEFAULT_RECIPE = EXPERIMENTS / "tiny_cpu_no_tool.yaml"
 MODES = {"on_policy": 0, "one_step_off_policy": 1}
 
 
@@ -32,11 +33,10 @@ def run(recipe: str, staleness: int, steps: int, overrides: list[str], workdir: 
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pairs", type=int, default=2, help="alternating runs of each mode")
-    parser.add_argument("--json", action="store_true")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, section.key=value")
     args = parser.parse_args(argv)
     steps: dict[str, list[dict]] = {mode: [] for mode in MODES}
@@ -48,25 +48,21 @@ def main(argv=None) -> dict:
                 steps[mode] += metrics[1:]  # steps 2..N
                 if not args.json:
                     print(f"  {mode:20s} run {pair + 1}: median step "
-                          f"{statistics.median(m['time/step_s'] for m in metrics[1:]):.2f} s", flush=True)
+                          f"{median(m['time/step_s'] for m in metrics[1:]):.2f} s", flush=True)
 
-    def median(mode, key):
-        return statistics.median(m.get(key, 0.0) for m in steps[mode])
+    def of(mode, key):
+        return median(m.get(key, 0.0) for m in steps[mode])
 
-    report = {mode: {"step_s": median(mode, "time/step_s"), "rollout_wait_s": median(mode, "time/rollout_s"),
-                     "learner_update_s": median(mode, "time/learner_update_s"),
+    result = {mode: {"step_s": of(mode, "time/step_s"), "rollout_wait_s": of(mode, "time/rollout_s"),
+                     "learner_update_s": of(mode, "time/learner_update_s"),
                      "max_lag": max(m.get("weights_version_lag", 0) for m in steps[mode])} for mode in MODES}
-    report["off_policy_vs_on_policy"] = report["one_step_off_policy"]["step_s"] / report["on_policy"]["step_s"]
-    report["steps_per_run"], report["pairs"] = args.steps, args.pairs
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for mode in MODES:
-            r = report[mode]
-            print(f"{mode:20s} median step {r['step_s']:.2f} s (waiting for the rollout {r['rollout_wait_s']:.2f} s, "
-                  f"update {r['learner_update_s']:.2f} s, lag <= {r['max_lag']:.0f})")
-        print(f"one step off-policy / on-policy: {report['off_policy_vs_on_policy']:.2f}x")
-    return report
+    result["off_policy_vs_on_policy"] = result["one_step_off_policy"]["step_s"] / result["on_policy"]["step_s"]
+    result["steps_per_run"], result["pairs"] = args.steps, args.pairs
+    return report(result, args.json, lambda: [
+        *(f"{mode:20s} median step {r['step_s']:.2f} s (waiting for the rollout {r['rollout_wait_s']:.2f} s, "
+          f"update {r['learner_update_s']:.2f} s, lag <= {r['max_lag']:.0f})" for mode, r in
+          ((mode, result[mode]) for mode in MODES)),
+        f"one step off-policy / on-policy: {ratio(result['off_policy_vs_on_policy'])}"])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ray.exceptions import RayActorError
 
-from torl_rllib.algorithms.grpo.faults import EnvRunnersLost
+from torl_rllib.execution.faults import EnvRunnersLost
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Overhead of a sweep: ``python -m torl_rllib.sweep.bench [--steps N] [--json]``.
+"""Overhead of a sweep: ``python benchmarks/sweep_vs_runs.py [--steps N] [--json]``.
 
 The same two configurations of the tiny demo (lr 1e-4 and 3e-4, C = 1, the trial settings of
 ``experiments/sweeps/tiny_cpu.yaml`` with every CPU for the one trial at a time), run as a user
@@ -10,32 +10,31 @@ parent/child MLflow runs, results, best model). Prints both wall times and their
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import EXPERIMENTS, elapsed, parser as make_parser, ratio, report  # noqa: E402
+
 LRS = (1.0e-4, 3.0e-4)
 
 
 def _timed(args: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", *args], cwd=cwd,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"`torl-rllib {' '.join(args)}` failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    def run():
+        proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", *args], cwd=cwd,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"`torl-rllib {' '.join(args)}` failed:\n{proc.stderr[-3000:]}")
+
+    return elapsed(run)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     from torl_rllib.sweep import load_sweep
@@ -58,12 +57,10 @@ def main(argv: list[str] | None = None) -> None:
                         f"tune.stop={{steps: {args.steps}}}", f"output_dir={tmp / 'sweep'}"], tmp)
     result = {"steps": args.steps, "trials": len(LRS), "sequential_train_s": round(sequential, 1),
               "sweep_s": round(sweep, 1), "sweep_over_sequential": round(sweep / sequential, 3)}
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(f"2 x `torl-rllib train` back to back, {args.steps} steps each: {sequential:.1f} s")
-    print(f"`torl-rllib sweep`, 2 trials, max_concurrent_trials=1, {args.steps} steps each: {sweep:.1f} s")
-    print(f"sweep / sequential: {sweep / sequential:.2f}x (target <= 1.0)")
+    report(result, args.json, [
+        f"2 x `torl-rllib train` back to back, {args.steps} steps each: {sequential:.1f} s",
+        f"`torl-rllib sweep`, 2 trials, max_concurrent_trials=1, {args.steps} steps each: {sweep:.1f} s",
+        f"sweep / sequential: {ratio(sweep / sequential)} (target <= 1.0)"])
 
 
 if __name__ == "__main__":

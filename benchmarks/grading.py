@@ -1,4 +1,4 @@
-"""Grading throughput: ``python -m torl_rllib.tasks.bench [--n 2048] [--workers N]``.
+"""Grading throughput: ``python benchmarks/grading.py [--n 2048] [--workers N] [--json]``.
 
 Builds responses from real MATH500 solutions (half graded against their own answer, a third
 against another problem's, the rest with their boxes removed), grades them with a
@@ -7,18 +7,20 @@ against another problem's, the rest with their boxes removed), grades them with 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
-from torl_rllib.tasks.batch import BatchGrader
-from torl_rllib.utils.cluster import available_cpus
-from torl_rllib.tasks.datasets import load_dataset
-from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+from benchmarks.common import SHARED, parser as make_parser, report  # noqa: E402
+from torl_rllib.tasks.batch import BatchGrader  # noqa: E402
+from torl_rllib.utils.cluster import available_cpus  # noqa: E402
+from torl_rllib.tasks.datasets import load_dataset  # noqa: E402
+from torl_rllib.tasks.grading import DEFAULT_TIMEOUT_S  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks" / "math500.jsonl"
+DEFAULT_DATA = SHARED / "data" / "benchmarks" / "math500.jsonl"
 
 
 def make_batch(data: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -42,7 +44,7 @@ def make_batch(data: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--n", type=int, default=2048, help="responses to grade (default 2048)")
     parser.add_argument("--workers", type=int, help=f"verifier processes (default: the {available_cpus()} available cores)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per comparison")
@@ -59,10 +61,12 @@ def main(argv: list[str] | None = None) -> float:
         grader.grade_batch(responses, golds)
         stats = grader.last_stats
     reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.reasons.items()))
-    print(f"workers: {grader.num_workers} (started in {startup_s:.2f} s)")
-    print(f"graded {stats.num_responses} responses in {stats.seconds:.2f} s: "
-          f"{stats.responses_per_s:.0f} responses/s")
-    print(f"reasons: {reasons}")
+    result = {"workers": grader.num_workers, "startup_s": startup_s, "responses": stats.num_responses,
+              "seconds": stats.seconds, "responses_per_s": stats.responses_per_s, "reasons": dict(stats.reasons)}
+    report(result, args.json, [
+        f"workers: {grader.num_workers} (started in {startup_s:.2f} s)",
+        f"graded {stats.num_responses} responses in {stats.seconds:.2f} s: {stats.responses_per_s:.0f} responses/s",
+        f"reasons: {reasons}"])
     return stats.responses_per_s
 
 
