@@ -401,7 +401,7 @@ def validate_sections(data: dict) -> list[str]:
         problems.append(str(exc))
     else:
         if not problems and not config.problems():
-            problems += _overlong_prompt_problems(config)
+            problems += _overlong_prompt_problems(config) + _split_column_problems(config)
         # Everything GRPOConfig.validate() would reject, except what the sections above
         # already reported in the recipe's own words (each message starts with the key).
         checked_above = ("train_data", "model_config:", "tracking:", "evaluation_interval", "evaluation_protocol:")
@@ -423,6 +423,21 @@ def _overlong_prompt_problems(config) -> list[str]:
         return []
     notice = overlong_prompt_notice(config)
     return [f"data.train: {notice} (on_error: raise)"] if notice else []
+
+
+def _split_column_problems(config) -> list[str]:
+    """``data.split_metrics_by`` naming no column of the training data."""
+    from torl_rllib.execution.data import split_column_problem
+    from torl_rllib.tasks import load_dataset
+
+    if not config.split_metrics_by:
+        return []
+    try:
+        problems = load_dataset(config.train_data).problems
+    except (OSError, ValueError):  # reported by the file checks above, or when the run loads it
+        return []
+    problem = split_column_problem(config, problems)
+    return [problem] if problem else []
 
 
 def overlong_prompt_notice(config) -> str | None:

@@ -175,3 +175,15 @@ def test_prompts_too_long_for_the_run_are_named_by_row(tmp_path):
                            f"data.train={data}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "warning: 1 prompt(s) longer than 300 tokens" in proc.stderr, proc.stderr
     assert "long (" in proc.stderr and "a run skips them" in proc.stderr
+
+
+def test_a_split_column_no_training_row_has_is_named_with_the_closest_column():
+    """A typo in data.split_metrics_by would otherwise split nothing, silently."""
+    emergent = REPO / "experiments" / "emergent_cpu.yaml"
+    assert load_recipe(emergent).data["data"]["split_metrics_by"] == "kind"
+    with pytest.raises(RecipeError) as typo:
+        load_recipe(emergent, ["data.split_metrics_by=knd"])
+    assert "data.split_metrics_by: no training row has a column 'knd' (did you mean 'kind'?)" in str(typo.value)
+    with pytest.raises(RecipeError) as absent:
+        load_recipe(REPO / "experiments" / "tiny_cpu.yaml", ["data.split_metrics_by=difficulty"])
+    assert "no training row has a column 'difficulty'" in str(absent.value)

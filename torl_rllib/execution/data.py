@@ -1,12 +1,13 @@
 """The data a run loads before its first step: training prompts that do not fit the prompt
-budget (skipped, or refused with ``on_error: raise``) and the in-training evaluation's
-benchmarks."""
+budget (skipped, or refused with ``on_error: raise``), the column the metrics are split by, and
+the in-training evaluation's benchmarks."""
 
 from __future__ import annotations
 
 import logging
 
 from torl_rllib.evaluation import Benchmark, load_benchmark, resolve_benchmarks
+from torl_rllib.utils.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,17 @@ def skip_overlong_prompts(config, problems: list) -> list:
         raise ValueError(f"data.train: {message}")
     logger.warning("%s: skipped (counted in dataset_rows_skipped)", message)
     return [p for p in problems if str(p.id) not in too_long]
+
+
+def split_column_problem(config, problems: list) -> str | None:
+    """Why ``data.split_metrics_by`` names no column of the training rows (None when some row
+    has it, or when no split is asked for): a typo would otherwise split nothing, silently."""
+    column = config.split_metrics_by
+    if not column or not problems or any(column in p.metadata for p in problems):
+        return None
+    columns = sorted({key for p in problems for key in p.metadata})
+    hint = did_you_mean(column, columns) if columns else " (the rows have no column besides problem and answer)"
+    return f"data.split_metrics_by: no training row has a column {column!r}{hint}"
 
 
 def load_eval_benchmarks(config) -> list[tuple[Benchmark, list]]:

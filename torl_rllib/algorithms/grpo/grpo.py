@@ -44,7 +44,7 @@ from torl_rllib.evaluation import EvalProtocol
 from torl_rllib.execution import rollout_ops
 from torl_rllib.execution.checkpointing import check_restorable, gather_sharded_learner_state, save_atomically
 from torl_rllib.execution.cluster import check_schedulable, limit_trial_threads, start_sandbox_pools
-from torl_rllib.execution.data import load_eval_benchmarks, skip_overlong_prompts
+from torl_rllib.execution.data import load_eval_benchmarks, skip_overlong_prompts, split_column_problem
 from torl_rllib.execution.faults import (
     LearnersLost, RunCannotContinue, RunUnhealthy, check_sandbox_pools, is_learner_failure,
 )
@@ -578,6 +578,9 @@ class GRPO(Algorithm):
         dataset = load_dataset(config.train_data)
         self._num_skipped_rows = dataset.num_skipped
         self.train_problems = skip_overlong_prompts(config, dataset.problems)
+        unsplittable = split_column_problem(config, self.train_problems)
+        if unsplittable:
+            raise ValueError(unsplittable)
         self._num_skipped_rows += len(dataset.problems) - len(self.train_problems)
         self._prompts = PromptIterator(self.train_problems, seed=config.seed or 0)
         # How the run ends, for tracking: a failed step makes it FAILED; a driver that stops
