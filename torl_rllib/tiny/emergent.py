@@ -26,7 +26,9 @@ a failed or ineffective call, 20 % of the documents fix the code and run it agai
 recovery: possible with C >= 2, rare at the start; on the ``times_table`` kind the fix fails
 again); the others give up without an answer. So plain reasoning is the better strategy where it
 suffices (``times_table``) and code where it does not (``two_digit``), and this stays true
-however good the model's code becomes.
+however good the model's code becomes. (A first version stated the times table in digits: RL
+then made all code reliable, code lost its cost there, and code use rose on both kinds,
+``code_ratio/times_table`` 0.46 -> 0.73 in 20 steps. Words keep the cost.)
 
 So, from ±1 alone, RL can: raise code use on ``two_digit`` and lower it on ``times_table``
 (strategy), write code that runs (executable-code rate), stop writing code that prints nothing
