@@ -20,7 +20,7 @@ def random_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from torl_rllib.tiny.tokenizer import build_tokenizer
+    from tools.tiny.tokenizer import build_tokenizer
 
     path = tmp_path_factory.mktemp("random-qwen2")
     tokenizer = build_tokenizer()

@@ -1,5 +1,6 @@
 """The package's import rule (its docstring): imports point down the layers, ``sandbox`` never
-imports ``torl_rllib``, and no module reaches into another's private names."""
+imports ``torl_rllib``, neither imports the build tools (``tools/``, outside the package), and
+no module reaches into another's private names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.conftest import REPO
 
 LAYERS = [
     {"utils"}, {"core"}, {"tasks"}, {"modules"}, {"rollout"}, {"evaluation"}, {"tracking"}, {"export"},
-    {"execution"}, {"algorithms"}, {"recipe", "eval_recipe"}, {"train", "evaluate", "sweep"}, {"cli", "tiny"},
+    {"execution"}, {"algorithms"}, {"recipe", "eval_recipe"}, {"train", "evaluate", "sweep"}, {"cli"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
@@ -62,6 +63,15 @@ def test_no_module_imports_another_modules_private_names(path):
 @pytest.mark.parametrize("path", sources("sandbox"), ids=lambda p: str(p.relative_to(REPO)))
 def test_sandbox_stands_alone(path):
     assert not [m for _, m, _ in imports(path) if m.split(".")[0] == "torl_rllib"]
+
+
+OUTSIDE_THE_PACKAGE = ("tools", "benchmarks", "tests")
+
+
+@pytest.mark.parametrize("path", sources("torl_rllib") + sources("sandbox"), ids=lambda p: str(p.relative_to(REPO)))
+def test_runtime_never_imports_the_build_tools(path):
+    """The build tools, benchmarks and tests live outside the package and are not in the wheel."""
+    assert not [f"line {line}: {m}" for line, m, _ in imports(path) if m.split(".")[0] in OUTSIDE_THE_PACKAGE]
 
 
 def test_a_violation_is_caught(tmp_path):

@@ -19,5 +19,9 @@ names:
 10. ``algorithms``: GRPO (config, algorithm, learners).
 11. ``recipe``, ``eval_recipe``: YAML recipes into configs.
 12. ``train``, ``evaluate``, ``sweep``: the drivers.
-13. ``cli``, and ``tiny`` (the tiny models' build tools).
+13. ``cli``.
+
+The tiny models' build tools (tokenizer, synthetic data, pretraining) are not part of the
+package: they live in the top-level ``tools/tiny`` (run from the repository root), which the
+package never imports.
 """

@@ -25,7 +25,7 @@ def tokenizer():
     """The char tokenizer saved with ``random_model_dir`` (one token per character); what
     ``AutoTokenizer`` loads from that directory gives the same ids
     (``test_env_runner_reads_the_model_tokenizer_exactly``)."""
-    from torl_rllib.tiny.tokenizer import build_tokenizer
+    from tools.tiny.tokenizer import build_tokenizer
 
     return build_tokenizer()
 

@@ -16,7 +16,7 @@ from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.hf_engine import HFEngine
 from torl_rllib.rollout.stop_strings import StopStringDetector
 from torl_rllib.rollout.tool_loop import STOP_STRING
-from torl_rllib.tiny.tokenizer import build_tokenizer
+from tools.tiny.tokenizer import build_tokenizer
 
 NEVER = 10**6  # an end-of-sequence id no model samples: requests run to their budget
 

@@ -31,7 +31,7 @@ from torl_rllib.rollout.vllm_engine import (
     sampling_kwargs,
     to_generation_output,
 )
-from torl_rllib.tiny.tokenizer import build_tokenizer
+from tools.tiny.tokenizer import build_tokenizer
 
 PROMPTS = ["12+7=", "The answer is ", "x", "```python\nprint(3 * 4)\n```\n```output\n12\n```\n"]
 # Per-engine tolerance on logprobs recomputed by a full fp32 forward: the HF engine runs that same

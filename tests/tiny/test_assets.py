@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from torl_rllib.tasks.datasets import load_dataset
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import TEMPLATE, Multiplication, make_document
-from torl_rllib.tiny.tokenizer import build_tokenizer
+from tools.tiny.synthetic import TEMPLATE, Multiplication, make_document
+from tools.tiny.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "assets" / "tiny-math-base"
@@ -57,7 +57,7 @@ def test_shipped_model_prefers_the_documented_continuations(model, tokenizer):
 
 def test_pretrain_report_is_in_the_target_window():
     report = json.loads((MODEL / "pretrain_report.json").read_text())
-    assert report["command"].startswith("python -m torl_rllib.tiny.pretrain")
+    assert report["command"].startswith("python -m tools.tiny.pretrain")
     result = report["eval"]
     assert result["accuracy"] <= 0.45 and result["code_ratio"] <= 0.5
     assert result["accuracy_with_code"] >= 0.9

@@ -10,11 +10,11 @@ import pytest
 
 from torl_rllib.rollout.observation import EMPTY_OUTPUT_MESSAGE
 from torl_rllib.tasks.datasets import load_dataset
-from torl_rllib.tiny.emergent import (
+from tools.tiny.emergent import (
     GIVE_UP, KINDS, SNIPPET_SHARES, TIMES_TABLE, TWO_DIGIT, KindedMultiplication, emergent_split,
     make_emergent_document, sample_emergent_documents, times_table,
 )
-from torl_rllib.tiny.synthetic import split_problems
+from tools.tiny.synthetic import split_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "assets" / "tiny-emergent-base"
@@ -98,7 +98,7 @@ def test_shipped_base_model_self_check_shows_each_behaviour_is_possible():
     on the times table and lose on two-digit products, two-digit code fails sometimes, and a
     failed call is sometimes followed by one that runs."""
     report = json.loads((MODEL / "pretrain_report.json").read_text())
-    assert report["command"].startswith("python -m torl_rllib.tiny.pretrain")
+    assert report["command"].startswith("python -m tools.tiny.pretrain")
     assert "--curriculum emergent" in report["command"]
     table, two_digit = report["eval"]["by_kind"][TIMES_TABLE], report["eval"]["by_kind"][TWO_DIGIT]
     assert table["accuracy_without_code"] >= 0.6 and two_digit["accuracy_without_code"] <= 0.05

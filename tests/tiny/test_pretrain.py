@@ -1,8 +1,8 @@
 import torch
 
-from torl_rllib.tiny.pretrain import PretrainConfig, build_model, document_loss, encode_batch, learning_rate
-from torl_rllib.tiny.synthetic import Multiplication, make_document, shared_prefix
-from torl_rllib.tiny.tokenizer import build_tokenizer
+from tools.tiny.pretrain import PretrainConfig, build_model, document_loss, encode_batch, learning_rate
+from tools.tiny.synthetic import Multiplication, make_document, shared_prefix
+from tools.tiny.tokenizer import build_tokenizer
 
 
 def _batch(tokenizer):

@@ -4,8 +4,8 @@ from torl_rllib.rollout.observation import format_observation
 from torl_rllib.tasks.templates import render_prompt
 from torl_rllib.rollout.tool_loop import last_python_block
 from torl_rllib.tasks import extract_boxed
-from torl_rllib.tiny.self_check import execute_subprocess
-from torl_rllib.tiny.synthetic import (
+from tools.tiny.self_check import execute_subprocess
+from tools.tiny.synthetic import (
     STOP_STRING,
     TEMPLATE,
     Multiplication,

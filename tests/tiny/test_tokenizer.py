@@ -3,7 +3,7 @@ import string
 import pytest
 from transformers import AutoTokenizer
 
-from torl_rllib.tiny.tokenizer import CHARACTERS, EOS_TOKEN, build_tokenizer
+from tools.tiny.tokenizer import CHARACTERS, EOS_TOKEN, build_tokenizer
 
 TEXTS = [
     "",

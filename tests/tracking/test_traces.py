@@ -228,7 +228,7 @@ def test_the_tool_loop_stamps_the_real_times_of_each_step():
     from tests.grpo.conftest import ScriptedEngine
     from torl_rllib.rollout.engine import SamplingParams
     from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
-    from torl_rllib.tiny.tokenizer import build_tokenizer
+    from tools.tiny.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
 

@@ -34,7 +34,7 @@ So, from ±1 alone, RL can: raise code use on ``two_digit`` and lower it on ``ti
 (strategy), write code that runs (executable-code rate), stop writing code that prints nothing
 (ineffective-code rate) and retry after an error (error recovery, with C >= 2).
 
-    python -m torl_rllib.tiny.emergent --out-dir assets/data
+    python -m tools.tiny.emergent --out-dir assets/data
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Sequence
 from torl_rllib.rollout.observation import format_observation, format_result
 from torl_rllib.rollout.tool_loop import STOP_STRING
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import (
+from tools.tiny.synthetic import (
     ANSWER_LINE,
     CODE_INTRO,
     TEMPLATE,

@@ -27,7 +27,7 @@ A pretraining document is the ``tir_base_0309`` prompt followed by one of two re
      47 * 83 is about 50 * 80 = 4000.
     The answer is \\boxed{4000}.
 
-Run ``python -m torl_rllib.tiny.synthetic --out-dir assets/data`` to write the problem files.
+Run ``python -m tools.tiny.synthetic --out-dir assets/data`` to write the problem files.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from torl_rllib.rollout.observation import EMPTY_OUTPUT_MESSAGE
 from torl_rllib.rollout.tool_loop import ToolLoopConfig, run_trajectory
 from torl_rllib.tasks import extract_boxed
 from torl_rllib.tasks.templates import render_prompt
-from torl_rllib.tiny.synthetic import TEMPLATE, TrustedResult, Multiplication
+from tools.tiny.synthetic import TEMPLATE, TrustedResult, Multiplication
 
 __all__ = ["SelfCheckReport", "SelfCheckSample", "execute_subprocess", "rollouts", "run_self_check"]
 

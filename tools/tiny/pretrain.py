@@ -1,12 +1,12 @@
 """Pretrain the tiny CPU "base model": a ~1M-parameter Qwen2 over characters.
 
-    python -m torl_rllib.tiny.pretrain --out assets/tiny-math-base [--steps N --seed S]
-    python -m torl_rllib.tiny.pretrain --out assets/tiny-emergent-base --curriculum emergent \
+    python -m tools.tiny.pretrain --out assets/tiny-math-base [--steps N --seed S]
+    python -m tools.tiny.pretrain --out assets/tiny-emergent-base --curriculum emergent \
         --init assets/tiny-math-base --steps 600 --lr 1e-3
 
 Trains on synthetic documents in which a fraction of the responses use a python block with its
 real output and the rest reason without it: the ``arithmetic`` curriculum
-(``torl_rllib.tiny.synthetic``) or the ``emergent`` one (``torl_rllib.tiny.emergent``: two
+(``tools.tiny.synthetic``) or the ``emergent`` one (``tools.tiny.emergent``: two
 problem kinds, buggy and ineffective code, rare fixes), optionally continuing from a model
 folder (``--init``) instead of a fresh initialisation. The loss covers the
 model-written response tokens and EOS, not the prompt or the tool output. Afterwards it samples
@@ -33,9 +33,9 @@ from tqdm import tqdm
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from torl_rllib.rollout.hf_engine import kv_cache_argument
-from torl_rllib.tiny.emergent import emergent_split, sample_emergent_documents
-from torl_rllib.tiny.self_check import run_self_check
-from torl_rllib.tiny.synthetic import (
+from tools.tiny.emergent import emergent_split, sample_emergent_documents
+from tools.tiny.self_check import run_self_check
+from tools.tiny.synthetic import (
     Document,
     Multiplication,
     all_problems,
@@ -43,7 +43,7 @@ from torl_rllib.tiny.synthetic import (
     shared_prefix,
     split_problems,
 )
-from torl_rllib.tiny.tokenizer import build_tokenizer
+from tools.tiny.tokenizer import build_tokenizer
 
 __all__ = ["PretrainConfig", "build_model", "encode_batch", "document_loss", "pretrain", "main"]
 
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     summary = {
-        "command": "python -m torl_rllib.tiny.pretrain " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m tools.tiny.pretrain " + shlex.join(sys.argv[1:] if argv is None else argv),
         "config": asdict(config),
         "parameters": n_params,
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
