@@ -106,34 +106,56 @@ class GRPOTorchLearner(GRPOLearner, ShardedTorchLearner):
         return loss
 
     @override(TorchLearner)
-    def _uncompiled_update(self, batch: dict, **kwargs):
-        """RLlib's update (one forward, loss, backward, optimizer step), with the forward and
-        backward run ``config.micro_batch_size`` sequences at a time and their gradients added
-        up before the one optimizer step: the loss is normalized by the mini-batch's global
-        counts, so the sum is the mini-batch's gradient. (RLlib's TorchLearner has no gradient
-        accumulation to extend.)"""
+    def _update(self, batch: dict, **kwargs):
+        """One update step: forward, loss and backward ``config.micro_batch_size`` sequences at a
+        time (the whole mini-batch when None), the gradients added up, then one optimizer step.
+        The loss is normalized by the mini-batch's global counts, so the sum is the mini-batch's
+        gradient."""
+        # Private RLlib names, none with a public equivalent: RLlib's step runs forward_train on
+        # the whole mini-batch before compute_losses and no public hook skips it, so this overrides
+        # Learner._update (the step RLlib marks @OverrideToImplementCustomLogic) and calls its
+        # off-policyness metric, TorchLearner._compute_off_policyness, as RLlib's step does.
         self._compute_off_policyness(batch)
-        for optim in self._optimizer_parameters:
+        for optim in self._optimizers():
             optim.zero_grad(set_to_none=True)
         self._micro_batch_stats = {}
         loss_per_module: dict = {}
-        for micro in micro_batches(batch, self.config.micro_batch_size):
-            fwd_out = self.module.forward_train(micro)
-            losses = self.compute_losses(fwd_out=fwd_out, batch=micro)
-            total = sum(losses.values())
-            if torch.is_tensor(total) and total.grad_fn is not None:
-                total.backward()
+        parts = list(micro_batches(batch, self.config.micro_batch_size))
+        for index, micro in enumerate(parts):
+            # DDP all-reduces once, the summed gradients, at the last micro-batch's backward.
+            with self._without_gradient_sync(index < len(parts) - 1):
+                fwd_out = self.module.forward_train(micro)
+                losses = self.compute_losses(fwd_out=fwd_out, batch=micro)
+                gradients = self.compute_gradients(losses)
             for module_id, loss in losses.items():
                 loss_per_module[module_id] = loss_per_module.get(module_id, 0.0) + loss.detach()
         self._log_update_stats()
-        gradients = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
+        with self._without_gradient_sync():  # as RLlib: no DDP hook fires while applying
+            self.apply_gradients(self.postprocess_gradients(gradients))
+        return fwd_out, loss_per_module, {}
+
+    @override(TorchLearner)
+    def compute_gradients(self, loss_per_module: dict, **kwargs) -> dict:
+        """Adds the gradients of ``loss_per_module`` to those of the step's earlier micro-batches
+        (``_update`` zeroes them once per step) and returns the sums."""
+        total = sum(loss_per_module.values())
+        if torch.is_tensor(total) and total.grad_fn is not None:
+            total.backward()
+        return {self.get_param_ref(param): param.grad for optim in self._optimizers()
+                for group in optim.param_groups for param in group["params"] if param.grad is not None}
+
+    def _optimizers(self) -> list:
+        return [optim for module_id in self.module.keys() for _, optim in self.get_optimizers_for_module(module_id)]
+
+    @contextlib.contextmanager
+    def _without_gradient_sync(self, active: bool = True):
+        """DDP's ``no_sync`` on every module while ``active`` and there are several Learners."""
         with contextlib.ExitStack() as stack:
-            if self.config.num_learners > 1:  # as RLlib: no DDP hook fires while applying
+            if active and self.config.num_learners > 1:
                 for module in self.module.values():
                     if isinstance(module, torch.nn.Module):
                         stack.enter_context(module.no_sync())
-            self.apply_gradients(self.postprocess_gradients(gradients))
-        return fwd_out, loss_per_module, {}
+            yield
 
     def _log_update_stats(self) -> None:
         """One value per statistic for the whole mini-batch: sums of the micro-batches' loss and
