@@ -8,7 +8,7 @@ An eval recipe (YAML; every key optional) holds what the command-line flags over
     max_problems: null                # first N problems of each benchmark (smoke runs)
     protocol:  {k, temperature, top_p, top_k, seed}        # EvalProtocol; default greedy
     model:     {dtype, trust_remote_code}                  # the path is the command's argument
-    data:      {template, split_metrics_by}
+    data:      {template, split_metrics_by, grade_timeout_s}
     rollout:   GRPOConfig.rollout(...) without the sampling keys (C = max_tool_calls, budget, ...)
     sandbox:   sandbox.SandboxConfig fields
     resources: {num_env_runners, num_cpus_per_env_runner, num_gpus_per_env_runner}
@@ -31,19 +31,21 @@ from typing import Any
 
 from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, verify_checkpoint
 from torl_rllib.utils.suggest import did_you_mean
-from torl_rllib.recipe import (RESOURCE_KEYS, RecipeError, check_keys, apply_overrides,
-                               read_yaml_mapping, section_schemas)
+from torl_rllib.recipe import (RecipeError, check_keys, apply_overrides, read_yaml_mapping, section_schemas,
+                               set_override)
 
 __all__ = ["EvalSpec", "ModelSource", "load_eval_spec", "resolve_model"]
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
-RUNNER_RESOURCES = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
 TOP_LEVEL = ("name", "seed", "benchmarks", "benchmarks_dir", "max_problems", "protocol", "model", "data",
              "rollout", "sandbox", "resources", "tracking", "output_dir")
+EVAL_DATA_KEYS = ("template", "split_metrics_by", "grade_timeout_s")
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
-# Training-config keys (GRPOConfig.to_dict()) that a checkpoint's evaluation inherits.
-INHERITED_ROLLOUT = ("max_tool_calls", "max_response_tokens", "max_prompt_tokens", "budget_counts_tool_output",
-                     "observation_style", "engine_max_batch_size", "rollout_engine", "vllm_kwargs")
+# The training run's recipe keys a checkpoint's evaluation inherits (read from its config dict).
+INHERITED = ("seed", "model.dtype", "model.trust_remote_code", "data.template", "data.split_metrics_by",
+             "data.grade_timeout_s", "sandbox", *(f"rollout.{key}" for key in (
+                 "max_tool_calls", "max_response_tokens", "max_prompt_tokens", "budget_counts_tool_output",
+                 "observation_style", "engine_max_batch_size", "rollout_engine", "vllm_kwargs")))
 
 
 @dataclass
@@ -86,22 +88,14 @@ class EvalSpec:
                                   self.data.get("declared"), self.data.get("max_problems"))
 
     def build_config(self, model_path: str):
-        """The ``GRPOConfig`` the evaluation EnvRunners are built from."""
+        """The ``GRPOConfig`` the evaluation EnvRunners are built from (``config_keys.apply_recipe``)."""
         from torl_rllib.algorithms.grpo import GRPOConfig
+        from torl_rllib.algorithms.grpo.config_keys import apply_recipe
 
         d = self.data
-        resources = d.get("resources", {})
-        return (
-            GRPOConfig()
-            .debugging(seed=d.get("seed", 0), log_level="WARN")
-            .rl_module(model_config={**d.get("model", {}), "path": model_path})
-            .rollout(**d.get("rollout", {}))
-            .task(prompt_template=d.get("data", {}).get("template", "tir_base_0309"),
-                  split_metrics_by=d.get("data", {}).get("split_metrics_by"),
-                  grade_timeout_s=d.get("grade_timeout_s", 5.0))
-            .sandbox(**d.get("sandbox", {}))
-            .env_runners(**{k: resources[k] for k in RUNNER_RESOURCES if k in resources})
-        )
+        sections = {k: d[k] for k in ("seed", "data", "rollout", "sandbox", "resources") if k in d}
+        sections["model"] = {**d.get("model", {}), "path": model_path}
+        return apply_recipe(GRPOConfig().debugging(seed=0, log_level="WARN"), sections)
 
 
 def resolve_model(target: str) -> ModelSource:
@@ -150,14 +144,13 @@ def _defaults(source: ModelSource) -> dict[str, Any]:
                                 "protocol": {}, "rollout": {"max_tool_calls": 1}, "tracking": {"plots": False}}
     cfg = source.training_config
     if cfg:
-        defaults["rollout"] = {k: cfg[k] for k in INHERITED_ROLLOUT if k in cfg}
-        defaults["data"] = {"template": cfg.get("prompt_template", "tir_base_0309"),
-                            "split_metrics_by": cfg.get("split_metrics_by")}
-        defaults["sandbox"] = dict(cfg.get("sandbox_config") or {})
-        defaults["model"] = {k: v for k, v in (cfg.get("model_config") or cfg.get("_model_config") or {}).items()
-                             if k in ("dtype", "trust_remote_code")}
-        defaults["grade_timeout_s"] = cfg.get("grade_timeout_s", 5.0)
-        defaults["seed"] = cfg.get("seed") or 0
+        from torl_rllib.algorithms.grpo.config_keys import config_value
+
+        defaults["rollout"] = {}
+        for key in INHERITED:
+            value = config_value(cfg, key)
+            if value is not None:
+                set_override(defaults, key.split("."), value)
     return defaults
 
 
@@ -233,12 +226,15 @@ def _resolve_benchmark_entries(data: dict, raw: dict, base: Path, flag: str | No
 
 def _validate(data: dict) -> list[str]:
     from sandbox import SandboxConfig
+    from torl_rllib.algorithms.grpo.config_keys import BY_RECIPE_KEY
     from torl_rllib.evaluation import BenchmarkError, EvalProtocol, load_benchmark, resolve_benchmarks
     from torl_rllib.tasks import template_names
     from torl_rllib.tracking import TrackingConfig
 
     problems: list[str] = []
     schemas = section_schemas()
+    runner_resources = {k: t for k, t in schemas["resources"].items()  # what sizes the EnvRunners
+                        if BY_RECIPE_KEY[f"resources.{k}"].builder == "env_runners"}
     rollout_schema = {k: v for k, v in schemas["rollout"].items() if k not in SAMPLING_KEYS}
     for key in SAMPLING_KEYS:
         if isinstance(data.get("rollout"), dict) and key in data["rollout"]:
@@ -246,9 +242,9 @@ def _validate(data: dict) -> list[str]:
             problems.append(f"rollout.{key}: set it under protocol (the evaluation protocol decides sampling)")
     for section, schema in (("model", {k: v for k, v in schemas["model"].items() if k != "path"}),
                             ("rollout", rollout_schema), ("sandbox", schemas["sandbox"]),
-                            ("resources", {k: RESOURCE_KEYS[k] for k in RUNNER_RESOURCES}),
+                            ("resources", runner_resources),
                             ("tracking", schemas["tracking"]),
-                            ("data", {k: schemas["data"][k] for k in ("template", "split_metrics_by")})):
+                            ("data", {k: schemas["data"][k] for k in EVAL_DATA_KEYS})):
         if section in data:
             data[section] = check_keys(section, data[section], schema, problems)
     try:

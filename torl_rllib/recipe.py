@@ -7,7 +7,8 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
     seed: 0
     model:     {path, dtype, gradient_checkpointing, trust_remote_code, logits_chunk_size,
                 lora: {r, alpha, dropout, target_modules}}
-    data:      {train: PATH | {path, format, problem_field, ...}, template, split_metrics_by}
+    data:      {train: PATH | {path, format, problem_field, ...}, template, split_metrics_by,
+                grade_timeout_s, trajectories_to_log}
     reward:    {correct, incorrect, truncation_penalty, ...}
     training:  GRPOConfig.training(...)   (GRPO + lr, grad_clip, num_epochs)
     rollout:   GRPOConfig.rollout(...)
@@ -16,11 +17,16 @@ A recipe has one section per builder method of ``GRPOConfig`` (plus ``run`` and
                 num_learners, num_cpus_per_learner, num_gpus_per_learner,
                 learner_strategy: ddp | fsdp, fsdp: {param_dtype, reduce_dtype, cpu_offload},
                 colocate}
-    run:       {steps, checkpoint_every, output_dir, export_final}
+    run:       {steps, checkpoint_every, output_dir, export_final, preemption_grace_s,
+                max_failed_fraction, failure_patience}
     tracking:  torl_rllib.tracking.TrackingConfig fields
     evaluation: {interval, benchmarks, benchmarks_dir, num_env_runners, protocol}
                held-out evaluation every ``interval`` steps (GRPOConfig.evaluation)
     fault_tolerance: RLlib's AlgorithmConfig.fault_tolerance(...) for the EnvRunners
+
+Which builder argument and config attribute each key is: ``algorithms.grpo.config_keys`` (the
+one table ``build_config``, the schemas and the problems' recipe keys are read from). ``run``'s
+keys are ``RunSettings``' (the driver's), but for ``max_failed_fraction`` and ``failure_patience``.
 
 Relative paths (model, data, output_dir) are resolved against the recipe file's directory.
 Validation happens before Ray starts and reports every problem at once: unknown keys (with
@@ -31,10 +37,8 @@ files.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +49,9 @@ from torl_rllib.utils.suggest import did_you_mean
 __all__ = ["Recipe", "RecipeError", "RunSettings", "load_recipe", "parse_override",
            "recipe_from_dict", "read_yaml_mapping", "apply_overrides", "set_override", "section_schemas"]
 
-MODEL_KEYS = {"path": str, "dtype": str, "gradient_checkpointing": bool,
-              "trust_remote_code": bool, "logits_chunk_size": int, "lora": dict}
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
-RESOURCE_KEYS = {"num_env_runners": int, "num_cpus_per_env_runner": float,
-                 "num_gpus_per_env_runner": float, "num_learners": int,
-                 "num_cpus_per_learner": float, "num_gpus_per_learner": float,
-                 "num_cpus_for_main_process": float, "learner_strategy": str, "fsdp": dict,
-                 "colocate": bool}
-# RLlib's training keys GRPO honours. Those it refuses (renamed to RLlib's spelling, or never
-# read by GRPO) are GRPOConfig's RENAMED_TRAINING_KEYS / UNUSED_RLLIB_TRAINING_KEYS.
-RLLIB_TRAINING_KEYS = {"lr": float, "grad_clip": float, "num_epochs": int}
 TOP_LEVEL = ("name", "seed", "model", "data", "reward", "training", "rollout", "sandbox",
              "resources", "run", "tracking", "evaluation", "fault_tolerance")
-FAULT_TOLERANCE_KEYS = {"restart_failed_env_runners": bool, "ignore_env_runner_failures": bool,
-                        "max_num_env_runner_restarts": int, "delay_between_env_runner_restarts_s": float,
-                        "env_runner_health_probe_timeout_s": float, "env_runner_restore_timeout_s": float}
-EVALUATION_KEYS = {"interval": int, "benchmarks": list, "benchmarks_dir": str, "num_env_runners": int,
-                   "protocol": dict}
 
 
 class RecipeError(ValueError):
@@ -112,44 +101,19 @@ class Recipe:
         return TrackingConfig(**self.data.get("tracking", {}))
 
     def build_config(self):
-        """The ``GRPOConfig`` this recipe describes."""
+        """The ``GRPOConfig`` this recipe describes (``config_keys.apply_recipe``): the
+        evaluation section counts once its interval is set; tracking is on unless turned off,
+        and the run is named after the recipe."""
         from torl_rllib.algorithms.grpo import GRPOConfig
+        from torl_rllib.algorithms.grpo.config_keys import apply_recipe
 
-        d = self.data
-        data = d.get("data", {})
-        config = (
-            GRPOConfig()
-            .debugging(seed=d.get("seed", 0), log_level="WARN")
-            .rl_module(model_config=dict(d["model"]))
-            .training(**d.get("training", {}))
-            .rollout(**d.get("rollout", {}))
-            .task(train_data=data.get("train"), prompt_template=data.get("template", "tir_base_0309"),
-                  split_metrics_by=data.get("split_metrics_by"), reward=dict(d.get("reward", {})))
-            .sandbox(**d.get("sandbox", {}))
-        )
-        run = {k: v for k, v in d.get("run", {}).items() if k in ("max_failed_fraction", "failure_patience")}
-        if d.get("fault_tolerance") or any(v is not None for v in run.values()):
-            config.fault_tolerance(**d.get("fault_tolerance", {}), **{k: v for k, v in run.items() if v is not None})
-        evaluation = d.get("evaluation", {})
-        if evaluation.get("interval"):
-            config.evaluation(
-                evaluation_interval=evaluation["interval"],
-                evaluation_num_env_runners=evaluation.get("num_env_runners", 0),
-                evaluation_benchmarks=list(evaluation.get("benchmarks", [])),
-                evaluation_protocol=dict(evaluation.get("protocol") or {}),
-                benchmarks_dir=evaluation.get("benchmarks_dir"),
-            )
-        tracking = d.get("tracking", {})
+        sections = {k: v for k, v in self.data.items() if k not in ("evaluation", "tracking")}
+        if (self.data.get("evaluation") or {}).get("interval"):
+            sections["evaluation"] = self.data["evaluation"]
+        tracking = self.data.get("tracking", {})
         if tracking.get("enabled", True):
-            config.tracking(**{"run_name": self.name, **tracking})
-        res = d.get("resources", {})
-        runner_keys = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
-        config.env_runners(**{k: res[k] for k in runner_keys if k in res})
-        config.learners(**{k: res[k] for k in res if k not in (*runner_keys, "num_cpus_for_main_process")})
-        if "num_cpus_for_main_process" in res:  # the driver (a Tune trial's own CPUs)
-            config.resources(num_cpus_for_main_process=res["num_cpus_for_main_process"])
-        return config
-
+            sections["tracking"] = {"run_name": self.name, **tracking}
+        return apply_recipe(GRPOConfig().debugging(seed=0, log_level="WARN"), sections)
 
 class _Loader(yaml.SafeLoader):
     """PyYAML implements YAML 1.1, where ``1e-3`` (an exponent, no dot) is a string; recipes
@@ -261,9 +225,9 @@ def key_problem(section: str, key: str, valid) -> str:
     spelling, naming the new key; or an RLlib key GRPO never reads, naming what it uses
     instead), else unknown, with the closest valid key."""
     if section == "training":
-        from torl_rllib.algorithms.grpo import GRPOConfig
+        from torl_rllib.algorithms.grpo.config_keys import refused_training_key
 
-        refused = GRPOConfig.refused_training_key(key, prefix="training.")
+        refused = refused_training_key(key, prefix="training.")
         if refused:
             return refused
     return f"unknown key{did_you_mean(key, valid)}"
@@ -296,56 +260,19 @@ def check_keys(section: str, values, schema: dict[str, Any], problems: list[str]
     return clean
 
 
-def _builder_schema(method, defaults) -> dict[str, Any]:
-    """Keys of a GRPOConfig builder method, typed by the defaults of a fresh config."""
-    schema = {}
-    for name in inspect.signature(method).parameters:
-        if name in ("self", "kwargs"):
-            continue
-        default = getattr(defaults, name)
-        schema[name] = type(default) if isinstance(default, (bool, int, float, str)) else Any
-    return schema
-
-
-def _dataclass_schema(cls) -> dict[str, Any]:
-    hints = {}
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        hints[f.name] = type(default) if isinstance(default, (bool, int, float, str)) else Any
-        if hints[f.name] is int and f.type in ("float", float, "float | None"):
-            hints[f.name] = float
-    return hints
-
-
 def section_schemas() -> dict[str, dict[str, Any]]:
-    """Each mapping section's keys and their types."""
-    from sandbox import SandboxConfig
-    from torl_rllib.algorithms.grpo import GRPOConfig
-    from torl_rllib.tasks import RewardConfig
-    from torl_rllib.tracking import TrackingConfig
+    """Each mapping section's keys and their types: the config keys' (``config_keys``), and
+    the run's (``RunSettings``, two of them config keys)."""
+    from torl_rllib.algorithms.grpo.config_keys import dataclass_schema
+    from torl_rllib.algorithms.grpo.config_keys import section_schemas as config_schemas
 
-    defaults = GRPOConfig()
-    return {
-        "model": MODEL_KEYS,
-        "data": {"train": Any, "template": str, "split_metrics_by": str},
-        "reward": _dataclass_schema(RewardConfig),
-        "training": {**_builder_schema(GRPOConfig.training, defaults), **RLLIB_TRAINING_KEYS},
-        "rollout": _builder_schema(GRPOConfig.rollout, defaults),
-        "sandbox": _dataclass_schema(SandboxConfig),
-        "resources": RESOURCE_KEYS,
-        "run": _dataclass_schema(RunSettings),
-        "tracking": _dataclass_schema(TrackingConfig),
-        "evaluation": EVALUATION_KEYS,
-        "fault_tolerance": FAULT_TOLERANCE_KEYS,
-    }
+    schemas = config_schemas()
+    return {**schemas, "run": {**dataclass_schema(RunSettings), **schemas["run"]}}
 
 
 def validate_sections(data: dict) -> list[str]:
     """Every problem of a recipe dict (keys, types, ranges, files)."""
-    from sandbox import SandboxConfig
-    from torl_rllib.algorithms.grpo import GRPOConfig
-    from torl_rllib.tasks import RewardConfig
-    from torl_rllib.tracking import TrackingConfig
+    from torl_rllib.algorithms.grpo.config_keys import KEYS, recipe_key_of
 
     problems: list[str] = []
     for key in data:
@@ -381,8 +308,8 @@ def validate_sections(data: dict) -> list[str]:
     template = (data.get("data") or {}).get("template", "tir_base_0309")
     if template not in template_names():
         problems.append(f"data.template: {template!r} is not one of {template_names()}")
-    for cls, section in ((RewardConfig, "reward"), (SandboxConfig, "sandbox"),
-                         (TrackingConfig, "tracking"), (RunSettings, "run")):
+    mappings = [(key.keys, key.recipe_key) for key in KEYS if is_dataclass(key.keys)]
+    for cls, section in (*mappings, (RunSettings, "run")):  # reward, sandbox, tracking: their own checks
         try:
             cls(**data.get(section, {}))
         except (TypeError, ValueError) as exc:
@@ -402,15 +329,13 @@ def validate_sections(data: dict) -> list[str]:
     else:
         if not problems and not config.problems():
             problems += _overlong_prompt_problems(config) + _split_column_problems(config)
-        # Everything GRPOConfig.validate() would reject, except what the sections above
-        # already reported in the recipe's own words (each message starts with the key).
-        checked_above = ("train_data", "model_config:", "tracking:", "evaluation_interval", "evaluation_protocol:")
+        # Everything GRPOConfig.validate() would reject, in the recipe's words, except a
+        # problem of a key the sections above already reported (in the recipe's own terms).
+        reported = list(problems)
         for problem in config.problems():
-            param = problem.split(" ", 1)[0]
-            if param in checked_above:
-                continue
-            section = next((n for n, schema in sections.items() if param in schema), None)
-            problems.append(f"{section}.{problem}" if section else problem)
+            key = recipe_key_of(problem.attribute)
+            if not any(p.startswith((f"{key}.", f"{key}:", f"{key} ")) for p in reported):
+                problems.append(problem.in_recipe_words())
     return problems
 
 

@@ -187,3 +187,70 @@ def test_a_split_column_no_training_row_has_is_named_with_the_closest_column():
     with pytest.raises(RecipeError) as absent:
         load_recipe(REPO / "experiments" / "tiny_cpu.yaml", ["data.split_metrics_by=difficulty"])
     assert "no training row has a column 'difficulty'" in str(absent.value)
+
+
+@pytest.mark.parametrize("key, overrides", [
+    ("rollout.top_p", ["rollout.rollout_engine=vllm", "rollout.top_p=0.9"]),
+    ("rollout.top_k", ["rollout.rollout_engine=vllm", "rollout.top_k=5"]),
+    ("rollout.top_k", ["rollout.top_k=-1"]),
+    ("rollout.num_threads", ["rollout.num_threads=0"]),
+    ("rollout.rollout_engine", ["rollout.rollout_engine=no_such_package.engine:Engine"]),
+    ("training.group_size", ["training.group_size=1"]),
+    ("training.kl_coeff", ["training.kl_coeff=-1"]),
+    ("training.lr", ["training.lr=0"]),
+    ("training.minibatch_size", ["training.minibatch_size=4"]),
+    ("training.minibatches_per_step", ["training.minibatches_per_step=1000"]),
+    ("training.micro_batch_size", ["training.micro_batch_size=0"]),
+    ("resources.learner_strategy", ["resources.learner_strategy=fsdp"]),
+    ("resources.colocate", ["resources.colocate=true", "training.max_staleness=1"]),
+    ("resources.fsdp", ["resources.fsdp={cpu_offload: true}", "resources.num_learners=1"]),
+    ("run.failure_patience", ["run.failure_patience=0"]),
+    ("run.max_failed_fraction", ["run.max_failed_fraction=1.5"]),
+    ("evaluation.benchmarks", ["evaluation.benchmarks=[]"]),  # `check` words it: no benchmarks given
+    ("evaluation.protocol", ["evaluation.protocol={k: 0}"]),
+])
+def test_check_and_a_run_reject_a_setting_under_its_recipe_key_in_the_same_words(key, overrides):
+    """The issue's acceptance check: `check` (the recipe) and `GRPOConfig.validate()` (a run,
+    the recipe's config built unchecked) reject the same setting, with the same message, under
+    the key the table gives the attribute the problem is about."""
+    from torl_rllib.algorithms.grpo.config_keys import recipe_key_of
+    from torl_rllib.recipe import Recipe, apply_overrides
+
+    found = problems(*overrides)
+    assert any(p.startswith((f"{key} ", f"{key}:", f"{key}.")) for p in found), found
+    config = Recipe(name="x", data=apply_overrides(load_recipe(RECIPE).data, overrides)).build_config()
+    config_problems = config.problems()
+    assert config_problems, "a run would accept it"
+    with pytest.raises(ValueError) as run:
+        config.validate()
+    for problem in config_problems:
+        assert problem in str(run.value)
+        assert recipe_key_of(problem.attribute), f"{problem.attribute!r} has no recipe key: {problem}"
+    in_recipe = [p.in_recipe_words() for p in config_problems if recipe_key_of(p.attribute) == key]
+    assert in_recipe, config_problems
+    if key != "evaluation.benchmarks":  # `check` says which benchmark does not resolve, or that none is given
+        assert set(in_recipe) <= set(found), (in_recipe, found)
+
+
+def test_every_problem_of_a_config_lands_under_a_recipe_key():
+    """No problem of ``GRPOConfig.problems()`` is left without a section."""
+    from torl_rllib.algorithms.grpo import GRPOConfig
+    from torl_rllib.algorithms.grpo.config_keys import recipe_key_of
+
+    config = (
+        GRPOConfig()
+        .training(group_size=1, prompts_per_step=0, minibatches_per_step=0, clip_eps_low=1.5, clip_eps_high=-1,
+                  loss_agg_mode="mean", kl_coeff=-1, max_staleness=2, micro_batch_size=0, importance_clip=0.5,
+                  lr=0, minibatch_size=8)
+        .rollout(rollout_engine="nope", max_prompt_tokens=0, max_response_tokens=0, temperature=0, top_p=2,
+                 top_k=-1, num_threads=0, max_tool_calls=-1, infra_retries=-1, observation_style="verbose")
+        .fault_tolerance(max_failed_fraction=0, failure_patience=0)
+        .learners(learner_strategy="zero3", colocate=True, fsdp={"offload": True, "param_dtype": "fp8",
+                                                                 "cpu_offload": True})
+        .tracking(plots=3, no_such_field=1)
+        .evaluation(evaluation_interval=1, evaluation_protocol={"k": 0})
+    )
+    config.kl_coef = 0.1  # an old run's config dict
+    found = config.problems()
+    assert len(found) >= 30, found
+    assert not [(p.attribute, p) for p in found if not recipe_key_of(p.attribute)]

@@ -12,8 +12,8 @@ from typing import Any
 
 from ray import tune
 
+from torl_rllib.algorithms.grpo.config_keys import config_value
 from torl_rllib.rollout.metrics import FAILED_FRACTION
-from torl_rllib.sweep.search_space import config_path
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
 __all__ = ["TrialConsole", "TrialRow", "trial_rows", "format_table", "rank", "RANK_WINDOW"]
@@ -24,13 +24,7 @@ STEP_S = "time/step_s"
 
 def searched_values(config: dict, keys) -> dict[str, Any]:
     """The value each searched recipe key took in a trial's config dict."""
-    values = {}
-    for key in keys:
-        node = config
-        for part in config_path(key):
-            node = node.get(part) if isinstance(node, dict) else None
-        values[key] = node
-    return values
+    return {key: config_value(config, key) for key in keys}
 
 
 def _short(key: str) -> str:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from torl_rllib.algorithms.grpo.config_keys import config_path  # where a recipe key lives in the config dict
+
 __all__ = ["Distribution", "parse_distribution", "config_path", "DISTRIBUTIONS", "UNSEARCHABLE"]
 
 # name → (Tune factory, how its argument is written)
@@ -28,21 +30,6 @@ UNSEARCHABLE = {
     "tracking": "the sweep tracks every trial as a child of its own run",
     "resources": "Tune reserves the same resources for every trial",
 }
-# Where a recipe key lives in ``GRPOConfig.to_dict()`` (see ``Recipe.build_config``).
-_DATA_KEYS = {"train": "train_data", "template": "prompt_template", "split_metrics_by": "split_metrics_by"}
-_NESTED_SECTIONS = {"sandbox": "sandbox_config", "reward": "reward", "model": "_model_config"}
-
-
-def config_path(recipe_key: str) -> tuple[str, ...]:
-    """``training.lr`` → ``("lr",)``; ``sandbox.timeout_s`` → ``("sandbox_config", "timeout_s")``."""
-    section, _, key = recipe_key.partition(".")
-    if section == "seed" and not key:
-        return ("seed",)
-    if section in ("training", "rollout"):
-        return (key,)
-    if section == "data":
-        return (_DATA_KEYS[key],)
-    return (_NESTED_SECTIONS[section], key)
 
 
 @dataclass(frozen=True)

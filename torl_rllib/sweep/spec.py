@@ -210,9 +210,9 @@ def _searchable(key: str, schemas: dict) -> str | None:
     if not name:
         return f"name a key of the {section!r} section, e.g. {section}.{next(iter(schemas[section]))}"
     if name not in schemas[section]:
-        from torl_rllib.algorithms.grpo import GRPOConfig
+        from torl_rllib.algorithms.grpo.config_keys import refused_training_key
 
-        refused = GRPOConfig.refused_training_key(name, prefix="training.") if section == "training" else None
+        refused = refused_training_key(name, prefix="training.") if section == "training" else None
         return refused or f"{name!r} is not a key of {section!r}{did_you_mean(name, schemas[section])}"
     if key in FIXED_KEYS:
         return f"not searchable: {FIXED_KEYS[key]}"

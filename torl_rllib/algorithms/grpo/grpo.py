@@ -4,7 +4,9 @@
 hyperparameters, ``.rollout()`` the generation and tool-loop settings, ``.task()`` the
 dataset, prompt template and reward, ``.sandbox()`` the interpreter pool; the policy model
 is ``.rl_module(model_config={"path": ..., "dtype": ...})``; scale with RLlib's own
-``.env_runners(num_env_runners=...)`` and ``.learners(num_learners=...)``.
+``.env_runners(num_env_runners=...)`` and ``.learners(num_learners=...)``. Which recipe key
+each builder argument is lives in ``config_keys`` (the one table), what ``validate()`` checks
+in ``config_checks``.
 
 ``GRPO.training_step``: sample whole groups on every EnvRunner → mini-batch updates on the
 LearnerGroup → blocking weight broadcast to every EnvRunner (versioned). The jobs a step is
@@ -14,8 +16,6 @@ made of (cluster set-up, failure-tolerant sampling, the weight sync, atomic chec
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import logging
 import time
 from pathlib import Path
@@ -35,12 +35,15 @@ from ray.rllib.utils.metrics import (
 from ray.exceptions import RayActorError
 from ray.tune.result import TRIAL_INFO
 
+from torl_rllib.algorithms.grpo.config_checks import FSDP_KEYS, ConfigProblem, config_problems
+from torl_rllib.algorithms.grpo.config_keys import (
+    RENAMED_TRAINING_KEYS, UNUSED_RLLIB_TRAINING_KEYS, recipe_of, refused_training_key,
+)
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, LOSS_AGG_MODES, UPDATE_START
+from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
 from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
-from torl_rllib.evaluation import EvalProtocol
 from torl_rllib.execution import rollout_ops
 from torl_rllib.execution.checkpointing import check_restorable, gather_sharded_learner_state, save_atomically
 from torl_rllib.execution.cluster import check_schedulable, limit_trial_threads, start_sandbox_pools
@@ -53,24 +56,16 @@ from torl_rllib.execution.weight_sync import policy_weights, sync_weights_to
 from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.failures import SANDBOX_FAILED
 from torl_rllib.rollout.metrics import FAILED_FRACTION, VERSION_LAG, summarize_failures, summarize_rollouts
-from torl_rllib.rollout.observation import OBSERVATION_STYLES
 from torl_rllib.rollout.trace_records import gather_traces
-from torl_rllib.tracking import TrackingConfig
 from torl_rllib.tracking.callback import MlflowTrackingCallback, tracking_callback
 from torl_rllib.tracking.step_metrics import RESULT_KEY, step_metrics
 
 logger = logging.getLogger(__name__)
 
-ROLLOUT_ENGINES = ("hf", "vllm")
 PROMPT_STATE = "grpo_prompt_iterator"
 VERSION_STATE = "grpo_weights_version"
 TRACKING_STATE = "grpo_tracking"
 AHEAD_STATE = "grpo_rollout_ahead"  # max_staleness=1: the next step's rollout, sampled already
-RESOURCE_KEYS = ("num_env_runners", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
-                 "num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
-                 "num_cpus_for_main_process", "learner_strategy", "fsdp", "colocate")
-LEARNER_STRATEGIES = ("ddp", "fsdp")
-FSDP_KEYS = {"param_dtype": "bfloat16", "reduce_dtype": "float32", "cpu_offload": False}
 # Timers (seconds, logged with window=1: the value of this step, not an EMA).
 TIMER_ROLLOUT = "rollout"
 TIMER_LEARN = "learner_update"
@@ -85,36 +80,6 @@ def build_grpo_learner_connector(input_observation_space, input_action_space):
 
 class GRPOConfig(AlgorithmConfig):
     """Configuration of a ToRL GRPO run (defaults: ToRL's 1.5B recipe where it has one)."""
-
-    # The one table of training keys GRPO refuses (``training()``, ``validate()``, recipes):
-    # old GRPO names → RLlib's spelling of the same setting (PPOConfig's) ...
-    RENAMED_TRAINING_KEYS = {"kl_coef": "kl_coeff", "entropy_coef": "entropy_coeff"}
-    # ... and keys ``AlgorithmConfig.training()`` accepts that GRPO never reads → what GRPO
-    # uses instead. (RLlib's ``lr``, ``grad_clip``, ``grad_clip_by`` and ``num_epochs`` are
-    # honoured; ``model`` draws RLlib's own new-API-stack warning.)
-    UNUSED_RLLIB_TRAINING_KEYS = {
-        "minibatch_size": "set minibatches_per_step (a step's trajectories are split into that many "
-                          "mini-batches, one optimizer step each, every epoch)",
-        "train_batch_size_per_learner": "set prompts_per_step (a step trains on prompts_per_step x "
-                                        "group_size trajectories, split evenly across the Learners)",
-        "train_batch_size": "set prompts_per_step (a step trains on prompts_per_step x group_size "
-                            "trajectories)",
-        "shuffle_batch_per_epoch": "every epoch shuffles a step's trajectories into minibatches_per_step "
-                                   "mini-batches",
-        "gamma": "a response's one reward is compared with its group's rewards (no returns, no discounting)",
-        "optimizer": "the Learners use Adam, set by lr and grad_clip (an old-API-stack setting)",
-    }
-
-    @classmethod
-    def refused_training_key(cls, key: str, prefix: str = "") -> str | None:
-        """Why ``training(key=...)`` is refused (None: it is not): renamed to RLlib's spelling
-        (naming the new key, after ``prefix``, e.g. ``"training."`` in a recipe), or an
-        inherited RLlib key GRPO never reads (naming what GRPO uses instead)."""
-        if key in cls.RENAMED_TRAINING_KEYS:
-            return f"renamed to {prefix}{cls.RENAMED_TRAINING_KEYS[key]} (RLlib's name)"
-        if key in cls.UNUSED_RLLIB_TRAINING_KEYS:
-            return f"GRPO does not use it; {cls.UNUSED_RLLIB_TRAINING_KEYS[key]}"
-        return None
 
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or GRPO)
@@ -196,7 +161,7 @@ class GRPOConfig(AlgorithmConfig):
 
         RLlib's other training keys (``minibatch_size``, ``train_batch_size_per_learner``, ...)
         mean nothing to GRPO: ``validate()`` refuses them, naming what GRPO uses instead
-        (``UNUSED_RLLIB_TRAINING_KEYS``); the old names ``kl_coef``/``entropy_coef`` raise a
+        (``config_keys.UNUSED_RLLIB_TRAINING_KEYS``); the old names ``kl_coef``/``entropy_coef`` raise a
         ``TypeError`` naming RLlib's ``kl_coeff``/``entropy_coeff``.
 
         Args:
@@ -222,12 +187,12 @@ class GRPOConfig(AlgorithmConfig):
                 same step as without it, in bounded activation memory). None: the Learner's
                 whole share of the mini-batch at once.
         """
-        renamed = [f"{key}: {self.refused_training_key(key)}" for key in kwargs if key in self.RENAMED_TRAINING_KEYS]
+        renamed = [f"{key}: {refused_training_key(key)}" for key in kwargs if key in RENAMED_TRAINING_KEYS]
         if renamed:
             raise TypeError("GRPOConfig.training(): " + "; ".join(renamed))
         super().training(**kwargs)
         self._set(locals(), exclude=("kwargs",))
-        given = [key for key in kwargs if key in self.UNUSED_RLLIB_TRAINING_KEYS and key != "optimizer"]
+        given = [key for key in kwargs if key in UNUSED_RLLIB_TRAINING_KEYS and key != "optimizer"]
         if given:  # (RLlib's update_from_dict passes every config dict's ``optimizer`` through here)
             self._unused_training_keys = sorted({*self._unused_training_keys, *given})
         return self
@@ -369,31 +334,8 @@ class GRPOConfig(AlgorithmConfig):
         return eval_config
 
     def tracked_params(self) -> dict[str, Any]:
-        """This config as a recipe (one section per builder method): the run's MLflow params."""
-        def section(method) -> dict[str, Any]:
-            names = [n for n in inspect.signature(method).parameters if n not in ("self", "kwargs")]
-            return {n: getattr(self, n) for n in names}
-
-        return {
-            "seed": self.seed,
-            "model": dict(self._model_config or {}),
-            "data": {"train": self.train_data, "template": self.prompt_template,
-                     "split_metrics_by": self.split_metrics_by},
-            "reward": dict(self.reward),
-            "training": {"lr": self.lr, "grad_clip": self.grad_clip, "num_epochs": self.num_epochs,
-                         **section(GRPOConfig.training)},
-            "rollout": section(GRPOConfig.rollout),
-            "sandbox": dict(self.sandbox_config),
-            "resources": {k: getattr(self, k) for k in RESOURCE_KEYS},
-            "tracking": dict(self.tracking_config),
-            "evaluation": {"interval": self.evaluation_interval, "benchmarks": self.evaluation_benchmarks,
-                           "protocol": self.evaluation_protocol,
-                           "num_env_runners": self.evaluation_num_env_runners},
-            "fault_tolerance": {"restart_failed_env_runners": self.restart_failed_env_runners,
-                                "max_num_env_runner_restarts": self.max_num_env_runner_restarts,
-                                "max_failed_fraction": self.max_failed_fraction,
-                                "failure_patience": self.failure_patience},
-        }
+        """This config as a recipe (``config_keys``): the run's MLflow params."""
+        return recipe_of(self)
 
     @override(AlgorithmConfig)
     def env_runners(self, **kwargs) -> "GRPOConfig":
@@ -430,107 +372,9 @@ class GRPOConfig(AlgorithmConfig):
     def train_batch_trajectories(self) -> int:
         return self.prompts_per_step * self.group_size
 
-    def problems(self) -> list[str]:
-        """Every invalid setting, each as one readable line (empty when valid)."""
-        errors = []
-
-        def check(ok, message):
-            if not ok:
-                errors.append(message)
-
-        check(self.group_size >= 2, f"group_size must be >= 2 (GRPO compares samples), got {self.group_size}")
-        check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
-        check(self.minibatches_per_step >= 1, f"minibatches_per_step must be >= 1, got {self.minibatches_per_step}")
-        check(self.minibatches_per_step <= self.train_batch_trajectories,
-              f"minibatches_per_step ({self.minibatches_per_step}) exceeds the trajectories per step "
-              f"({self.train_batch_trajectories})")
-        check(0 <= self.clip_eps_low < 1, f"clip_eps_low must be in [0, 1), got {self.clip_eps_low}")
-        check(self.clip_eps_high >= 0, f"clip_eps_high must be >= 0, got {self.clip_eps_high}")
-        check(self.loss_agg_mode in LOSS_AGG_MODES,
-              f"loss_agg_mode {self.loss_agg_mode!r} is not one of {list(LOSS_AGG_MODES)}")
-        check(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
-        rllib_defaults = AlgorithmConfig()
-        for key in self.UNUSED_RLLIB_TRAINING_KEYS:
-            attr = "_train_batch_size_per_learner" if key == "train_batch_size_per_learner" else key
-            check(key not in self._unused_training_keys and getattr(self, attr) == getattr(rllib_defaults, attr),
-                  f"{key}: {self.refused_training_key(key)}")
-        for key in self.RENAMED_TRAINING_KEYS:  # set as an attribute, or from an older run's config dict
-            check(key not in vars(self), f"{key}: {self.refused_training_key(key)}")
-        check(self.max_staleness in (0, 1),
-              f"max_staleness must be 0 (on-policy) or 1 (one step off-policy), got {self.max_staleness!r}")
-        check(self.micro_batch_size is None or (isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1),
-              f"micro_batch_size must be null (whole mini-batch) or an integer >= 1, got {self.micro_batch_size!r}")
-        check(self.importance_clip is None or (isinstance(self.importance_clip, (int, float)) and self.importance_clip >= 1),
-              f"importance_clip must be null (off) or a number >= 1, got {self.importance_clip!r}")
-        check(self.rollout_engine in ROLLOUT_ENGINES or ":" in self.rollout_engine,
-              f"rollout_engine {self.rollout_engine!r} is not one of {list(ROLLOUT_ENGINES)} "
-              "(or a 'package.module:EngineClass')")
-        if ":" in self.rollout_engine:
-            module = self.rollout_engine.partition(":")[0]
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ImportError:
-                found = False
-            check(found, f"rollout_engine {self.rollout_engine!r}: module {module!r} cannot be imported here")
-        check(self.max_prompt_tokens >= 1, f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
-        check(self.max_response_tokens >= 1, f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        check(self.rollout_engine != "vllm" or (self.top_p == 1.0 and self.top_k == 0),
-              f"top_p {self.top_p} / top_k {self.top_k}: the vllm engine reports logprobs after "
-              "top-p/top-k truncation, which the learner does not recompute: use top_p=1.0 and "
-              "top_k=0 with rollout_engine='vllm'")
-        check(self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
-              f"num_threads must be null (the EnvRunner's CPUs) or an integer >= 1, got {self.num_threads!r}")
-        check(self.max_tool_calls >= 0, f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
-        check(isinstance(self.infra_retries, int) and self.infra_retries >= 0,
-              f"infra_retries must be an integer >= 0, got {self.infra_retries!r}")
-        check(0 < self.max_failed_fraction <= 1,
-              f"max_failed_fraction must be in (0, 1], got {self.max_failed_fraction}")
-        check(isinstance(self.failure_patience, int) and self.failure_patience >= 1,
-              f"failure_patience must be an integer >= 1, got {self.failure_patience!r}")
-        check(self.observation_style in OBSERVATION_STYLES,
-              f"observation_style {self.observation_style!r} is not one of {list(OBSERVATION_STYLES)}")
-        check(self.train_data is not None, "train_data is required (.task(train_data=...))")
-        check(bool((self._model_config or {}).get("path")),
-              "model_config: the policy model path is required (.rl_module(model_config={'path': ...}))")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        check(self.learner_strategy in LEARNER_STRATEGIES,
-              f"learner_strategy {self.learner_strategy!r} is not one of {list(LEARNER_STRATEGIES)}")
-        check(self.learner_strategy != "fsdp" or self.num_learners >= 1,
-              "learner_strategy 'fsdp' shards over the Learners' process group: set num_learners >= 1")
-        check(self.learner_strategy != "fsdp" or not (self._model_config or {}).get("lora"),
-              "learner_strategy 'fsdp' with model.lora is not supported: LoRA adapters are small, "
-              "train them with learner_strategy 'ddp'")
-        check(not self.colocate or self.max_staleness == 0,
-              "colocate needs max_staleness 0: a colocated EnvRunner sleeps while its Learner updates")
-        gpus_runner, gpus_learner = self.num_gpus_per_env_runner, self.num_gpus_per_learner
-        check(not (self.colocate and (gpus_runner or gpus_learner)) or (
-            self.num_env_runners == self.num_learners and gpus_runner > 0.5 and 0 < gpus_learner <= 1 - gpus_runner),
-              "colocate on GPUs pairs EnvRunner i with Learner i: set num_env_runners == num_learners, "
-              "num_gpus_per_env_runner > 0.5 and num_gpus_per_learner <= 1 - num_gpus_per_env_runner "
-              f"(got {self.num_env_runners} x {gpus_runner:g} and {self.num_learners} x {gpus_learner:g})")
-        check(not self.fsdp.get("cpu_offload") or self.num_gpus_per_learner > 0,
-              "fsdp.cpu_offload moves the Learners' GPU shards to host memory: it needs "
-              "num_gpus_per_learner > 0 (CPU Learners hold them in host memory already)")
-        unknown = sorted(set(self.fsdp) - set(FSDP_KEYS))
-        check(not unknown, f"fsdp has unknown keys {unknown}; valid: {sorted(FSDP_KEYS)}")
-        for key in ("param_dtype", "reduce_dtype"):
-            check(self.fsdp.get(key, FSDP_KEYS[key]) in DTYPES,
-                  f"fsdp.{key} {self.fsdp.get(key)!r} is not one of {sorted(DTYPES)}")
-        try:
-            TrackingConfig(**self.tracking_config)
-        except (TypeError, ValueError) as exc:
-            errors.append(f"tracking: {exc}")
-        if self.evaluation_interval:
-            check(bool(self.evaluation_benchmarks),
-                  "evaluation_interval needs evaluation_benchmarks (.evaluation(evaluation_benchmarks=[...]))")
-            try:
-                EvalProtocol(**self.evaluation_protocol)
-            except (TypeError, ValueError) as exc:
-                errors.append(f"evaluation_protocol: {exc}")
-        return errors
+    def problems(self) -> list[ConfigProblem]:
+        """Every invalid setting, each one readable line naming its attribute (empty when valid)."""
+        return config_problems(self)
 
     @property
     def tracking_enabled(self) -> bool:
