@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 LAYERS = [
     {"utils"}, {"core"}, {"tasks"}, {"modules"}, {"rollout"}, {"evaluation"}, {"tracking"}, {"export"},
-    {"execution"}, {"algorithms"}, {"recipe", "eval_recipe"}, {"train", "evaluate", "sweep"}, {"cli"},
+    {"execution"}, {"algorithms"}, {"recipe", "evaluation_recipe"}, {"train", "evaluate", "sweep"}, {"cli"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

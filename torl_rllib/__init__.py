@@ -15,11 +15,17 @@ names:
 7. ``tracking``: MLflow (tracker, RLlib callback, traces, plots).
 8. ``export``: a checkpoint's policy as a Hugging Face model folder.
 9. ``execution``: what a step is made of (cluster and sandbox set-up, failure-tolerant sampling
-   and EnvRunner restore, versioned weight sync, atomic checkpointing), as RLlib's ``execution``.
-10. ``algorithms``: GRPO (config, algorithm, learners).
-11. ``recipe``, ``eval_recipe``: YAML recipes into configs.
+   and EnvRunner restore, versioned weight sync, atomic checkpointing, run health), as RLlib's
+   ``execution``.
+10. ``algorithms``: GRPO (its config, the one table of recipe keys, the algorithm, learners).
+11. ``recipe``, ``evaluation_recipe``: YAML recipes into configs.
 12. ``train``, ``evaluate``, ``sweep``: the drivers.
 13. ``cli``.
+
+Names: held-out evaluation is spelled "evaluation" everywhere (the ``evaluation`` package, the
+in-training ``algorithms/grpo/evaluation.py`` as RLlib's ``evaluation``, ``evaluation_recipe``);
+drivers are named by their verb (``train``, ``evaluate``, ``sweep``); only the CLI command is
+the short ``eval``, as the metric prefix ``eval/``.
 
 The tiny models' build tools (tokenizer, synthetic data, pretraining) are not part of the
 package: they live in the top-level ``tools/tiny`` (run from the repository root), which the

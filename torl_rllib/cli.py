@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "eval":
-            from torl_rllib.eval_recipe import load_eval_spec
+            from torl_rllib.evaluation_recipe import load_eval_spec
 
             spec = load_eval_spec(args.model, args.config, args.overrides, benchmarks=args.benchmarks,
                                   k=args.k, temperature=args.temperature, output_dir=args.output_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from torl_rllib.execution.faults import RunCannotContinue
-from torl_rllib.eval_recipe import EvalSpec
+from torl_rllib.evaluation_recipe import EvalSpec
 from torl_rllib.evaluation import load_benchmark
 from torl_rllib.evaluation.report import AVERAGE, problem_rows, table3
 from torl_rllib.rollout import metrics as rm

@@ -52,6 +52,7 @@ from torl_rllib.execution.faults import (
     LearnersLost, RunCannotContinue, RunUnhealthy, check_sandbox_pools, is_learner_failure,
 )
 from torl_rllib.execution.rollout_ahead import RolloutAhead
+from torl_rllib.execution.run_health import FailingStreak
 from torl_rllib.execution.weight_sync import policy_weights, sync_weights_to
 from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.failures import SANDBOX_FAILED
@@ -439,8 +440,7 @@ class GRPO(Algorithm):
         self.last_failures: list[dict] = []  # the last step's failures: kind, count, example
         self.last_traces: list = []  # trace records of the last step's sampled trajectories (for tracking)
         self.last_eval_traces: list[tuple[str, list]] = []  # (benchmark, trace records) of its evaluation
-        self._failing: list[tuple[int, list[dict]]] = []  # the current streak of failing steps
-        self._failing_since = None  # the data position before the streak's first step
+        self._failing = FailingStreak(config.max_failed_fraction, config.failure_patience)
         # Set when failure_patience failing steps in a row ended the run's health: the driver
         # raises it after logging that step; a Tune trial's next train() raises it.
         self.unhealthy: RunUnhealthy | None = None
@@ -508,7 +508,13 @@ class GRPO(Algorithm):
         self.last_samples = [row for r in rollouts for row in r["samples"]]
         self.last_traces = gather_traces(rollouts)
         self.last_failures = summarize_failures(rollouts)
-        if streak := self._failing_streak(summary, episodes, current.data_position):
+        streak, unhealthy = self._failing.record(self.iteration + 1, summary, bool(episodes), self.last_failures,
+                                                 current.data_position)
+        if unhealthy is not None:  # the driver raises it after logging this step
+            self.unhealthy = unhealthy
+            self._prompts.set_state(self._failing.data_position)
+            self._ahead = None  # its problems come after the rewound position: sampled again
+        if streak:
             logger.warning("step %d: %.0f%% of the trajectories failed (%s); no update (%d failing step(s) in a row)",
                            self.iteration + 1, 100 * summary[FAILED_FRACTION],
                            ", ".join(f"{f['kind']} x{f['count']}" for f in self.last_failures) or "none trainable",
@@ -534,42 +540,6 @@ class GRPO(Algorithm):
             logger.warning("step %d: no trainable trajectory (every group was filtered by dynamic sampling)",
                            self.iteration + 1)
         self.metrics.log_value((TIMERS, TIMER_STEP), time.perf_counter() - step_start, window=1)
-
-    def _failing_streak(self, summary: dict, episodes: list, data_position) -> int:
-        """How many steps in a row, this one included, were failing (0: this one is healthy). A
-        step fails when its failed fraction is at least ``max_failed_fraction`` or nothing is
-        trainable for a reason other than dynamic sampling. Once ``failure_patience`` steps in a
-        row were, sets ``self.unhealthy`` (a ``RunUnhealthy`` naming the dominant cause) and
-        rewinds the data to the streak's start: a resume redoes those problems, and the failing
-        steps made no update."""
-        starved = not episodes and summary["dropped_by_dynamic_sampling"] < summary["trajectories"]
-        failing = starved or summary[FAILED_FRACTION] >= self.config.max_failed_fraction
-        if not failing:
-            self._failing, self._failing_since = [], None
-            return 0
-        if not self._failing:
-            self._failing_since = data_position
-        self._failing.append((self.iteration + 1, self.last_failures))
-        streak = len(self._failing)
-        if streak >= self.config.failure_patience:
-            steps = [step for step, _ in self._failing]
-            counts, examples = {}, {}
-            for _, failures in self._failing:
-                for f in failures:
-                    counts[f["kind"]] = counts.get(f["kind"], 0) + f["count"]
-                    examples.setdefault(f["kind"], f["example"])
-            if counts:
-                kind = max(counts, key=counts.get)
-                dominant = f"dominant cause: {kind} ({counts[kind]} failed trajectories), e.g. {examples[kind]}"
-            else:
-                dominant = "no trainable trajectory"
-            self._prompts.set_state(self._failing_since)
-            self._ahead = None  # its problems come after the rewound position: sampled again
-            self._failing, self._failing_since = [], None
-            self.unhealthy = RunUnhealthy(
-                f"steps {steps[0]}-{steps[-1]} failed in a row (at least {self.config.max_failed_fraction:.0%} "
-                f"of the trajectories failed, or none was trainable); {dominant}")
-        return streak
 
     def finish_rollout_ahead(self) -> None:
         """Wait for the rollout running ahead (``max_staleness=1``), if any; it is kept for the
