@@ -291,6 +291,8 @@ def validate_sections(data: dict) -> list[str]:
         problems.append("model.path: required (a local model directory or a hub id)")
     elif str(model["path"]).startswith((".", "/")) and not Path(model["path"]).exists():
         problems.append(f"model.path: {model['path']!r} does not exist")
+    elif not Path(model["path"]).exists() and (problem := hub_model_problem(model["path"])):
+        problems.append(problem)
     if model.get("dtype", "float32") not in MODEL_DTYPES:
         problems.append(f"model.dtype: {model['dtype']!r} is not one of {list(MODEL_DTYPES)}")
     if model.get("lora"):
@@ -337,6 +339,21 @@ def validate_sections(data: dict) -> list[str]:
             if not any(p.startswith((f"{key}.", f"{key}:", f"{key} ")) for p in reported):
                 problems.append(problem.in_recipe_words())
     return problems
+
+
+def hub_model_problem(model_id: str) -> str | None:
+    """Why a hub id cannot be loaded (None: its config and tokenizer are cached or downloadable):
+    a run needs both before it starts, so ``check`` says so instead of the run's traceback."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        AutoConfig.from_pretrained(model_id)
+        AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (f"model.path: {model_id!r} is not a local folder and cannot be loaded from the Hugging Face "
+                f"Hub or its cache ({cause})")
+    return None
 
 
 def _overlong_prompt_problems(config) -> list[str]:

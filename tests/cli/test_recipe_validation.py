@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -130,6 +131,15 @@ def test_cli_exits_2_with_the_problems_and_no_traceback():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "did you mean 'lr'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_hub_model_that_cannot_be_loaded_is_a_problem_not_a_traceback():
+    """A hub id neither cached nor downloadable (offline here, as on an air-gapped cluster)."""
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "check", str(RECIPE), "model.path=Qwen/No-Such-Model"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "model.path: 'Qwen/No-Such-Model' is not a local folder and cannot be loaded from the Hugging Face Hub" \
+        in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_override_must_be_key_value():

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_BASE_MODEL
 from torl_rllib.algorithms.grpo import GRPOConfig
 from torl_rllib.recipe import RecipeError, load_recipe
 from torl_rllib.sweep import load_sweep
@@ -32,7 +32,9 @@ def test_shipped_sweeps_are_valid(tmp_path):
     assert load_sweep(SWEEP, ["tune.num_samples=2", "search_space.seed={uniform: [0, 1]}"]).num_trials == 12
     data = tmp_path / "train.parquet"
     data.touch()
-    gpu = load_sweep(REPO / "experiments" / "sweeps" / "qwen2.5_math_1.5b.yaml", [f"data.train={data}"])
+    # (the model, a hub id, is swapped for a local one: this machine cannot download it)
+    gpu = load_sweep(REPO / "experiments" / "sweeps" / "qwen2.5_math_1.5b.yaml",
+                     [f"data.train={data}", f"model.path={TINY_BASE_MODEL}"])
     assert gpu.tune.max_concurrent_trials == 2 and len(gpu.search_space) == 3
 
 
