@@ -1,6 +1,8 @@
 """Starting a fault at a known moment: ``mark_sampling`` makes one EnvRunner's model slow and
 has it touch a file when it first generates, so a test kills or removes that runner surely while
-its share of the step is being sampled (a timer raced a fast machine's rollout)."""
+its share of the step is being sampled (a timer raced a fast machine's rollout). ``descendants``
+and ``wait_gone`` find and watch a test's own processes: other test workers (``pytest -n``) run
+their own Ray clusters and engines on the same machine."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 # The function below runs inside Ray actors, which cannot import this test package.
@@ -41,3 +44,27 @@ def when_marked(marker: Path, action, timeout_s: float = 300.0) -> None:
             raise TimeoutError(f"{marker} never appeared: the runner did not sample")
         time.sleep(0.02)
     action()
+
+
+def descendants(pid: int, name_part: str = "") -> list[psutil.Process]:
+    """The live processes below ``pid`` (a CLI run's Ray cluster and workers, a runner's engine)
+    whose name or command line contains ``name_part``."""
+    found = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if name_part in proc.name() or name_part in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def wait_gone(procs, timeout_s: float = 60.0) -> list:
+    """The processes of ``procs`` still running after ``timeout_s`` (polled)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive

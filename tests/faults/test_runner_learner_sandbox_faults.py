@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, TINY_BASE_MODEL, TINY_TRAIN_DATA
-from tests.faults.conftest import mark_sampling, when_marked
+from tests.faults.conftest import descendants, mark_sampling, when_marked
 from tests.grpo.conftest import grpo_config
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
@@ -109,10 +109,10 @@ def test_no_runner_left_saves_the_last_step_and_exits_1(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.2)
-    found = subprocess.run(["pgrep", "-f", "ray::ToolEnvRunner"], capture_output=True, text=True).stdout.split()
+    found = descendants(proc.pid, "ray::ToolEnvRunner")
     assert found, "no EnvRunner process to kill"
-    for pid in found:
-        os.kill(int(pid), signal.SIGKILL)
+    for runner in found:
+        runner.kill()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-3000:]
     assert "Traceback" not in stderr and "AttributeError" not in stderr, stderr[-3000:]
@@ -218,11 +218,10 @@ def test_a_dead_learner_is_a_clear_error_with_the_newest_checkpoint(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.2)
-    found = subprocess.run(["pgrep", "-f", "ray::_WrappedExecutable"], capture_output=True,
-                           text=True).stdout.split()
+    found = descendants(proc.pid, "ray::_WrappedExecutable")
     assert found, "no Learner process (Ray Train worker) to kill"
-    for pid in found:
-        os.kill(int(pid), signal.SIGKILL)
+    for learner in found:
+        learner.kill()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]

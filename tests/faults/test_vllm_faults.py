@@ -8,13 +8,12 @@ import os
 import signal
 import sys
 import threading
-import time
 
 import psutil
 import pytest
 
 from tests.conftest import TINY_BASE_MODEL, TINY_TRAIN_DATA
-from tests.faults.conftest import mark_sampling, when_marked
+from tests.faults.conftest import descendants, mark_sampling, wait_gone, when_marked
 from tests.grpo.conftest import grpo_config
 from torl_rllib.tracking.step_metrics import RESULT_KEY
 
@@ -23,22 +22,10 @@ ray_cloudpickle = pytest.importorskip("ray.cloudpickle")
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def vllm_processes(besides=frozenset()) -> list[psutil.Process]:
-    """vLLM's engine-core and worker processes (they name themselves ``VLLM::...``), except the
-    pids in ``besides`` (those of other runs on this machine)."""
-    return [proc for proc in psutil.process_iter(["name"])
-            if "VLLM::" in (proc.info["name"] or "") and proc.pid not in besides]
-
-
-def wait_gone(procs, timeout_s: float = 60.0) -> list:
-    """The processes of ``procs`` still running after ``timeout_s`` (polled)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return []
-        time.sleep(0.1)
-    return alive
+def vllm_processes() -> list[psutil.Process]:
+    """This test's vLLM engine-core and worker processes (they name themselves ``VLLM::...``):
+    those below this process, whose Ray cluster runs the EnvRunners."""
+    return descendants(os.getpid(), "VLLM::")
 
 
 def vllm_config():
@@ -51,7 +38,6 @@ def vllm_config():
 
 
 def test_a_vllm_runner_killed_mid_rollout_restarts_and_leaves_no_engine_behind(ray_cluster, tmp_path):
-    others = {proc.pid for proc in vllm_processes()}
     algo = vllm_config().build_algo()
     try:
         victim_pid = algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)[0]
@@ -67,5 +53,6 @@ def test_a_vllm_runner_killed_mid_rollout_restarts_and_leaves_no_engine_behind(r
         assert result.get("failed_trajectories", 0) == 0  # (same seeds, same data: the HF fault test)
         assert wait_gone(engine) == [], "the killed runner's vLLM engine core outlived it"
     finally:
+        engines = vllm_processes()  # the restarted runner's too (gone from this tree once orphaned)
         algo.stop()
-    assert wait_gone(vllm_processes(others)) == [], "a vLLM process outlived the run"
+    assert wait_gone(engines) == [], "a vLLM process outlived the run"

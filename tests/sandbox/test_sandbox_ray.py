@@ -39,6 +39,8 @@ class Rollout:
 
 @pytest.fixture(scope="module")
 def cluster():
+    if ray.is_initialized():  # the session's shared cluster: this module needs its CPUs blocked
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     blocker = Blocker.options(num_cpus=2).remote()  # the pool must still start: it asks for 0 CPUs
     ray.get(blocker.ping.remote())

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import REPO
+from tests.faults.conftest import descendants, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -107,25 +109,28 @@ def test_sweep_makes_one_parent_and_a_child_run_per_trial(tmp_path, ray_cluster)
 def test_a_sweep_trial_runs_on_the_vllm_engine(tmp_path, ray_cluster):
     """A trial samples with the real vLLM engine (its CPU build here), and its engine processes
     end with the trial."""
-    import psutil
+    engines = {}  # this process's vLLM processes (its Ray cluster's), seen while the sweep runs
+    watching = threading.Event()
 
-    def vllm_pids():
-        return {p.pid for p in psutil.process_iter(["name"]) if "VLLM::" in (p.info["name"] or "")}
+    def watch():
+        while not watching.wait(0.2):
+            engines.update((p.pid, p) for p in descendants(os.getpid(), "VLLM::"))
 
-    before = vllm_pids()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     sweep = write_sweep(tmp_path, {"rollout.rollout_engine": {"grid": ["vllm"]}},
                         {"stop": {"steps": 2}, "checkpoint_every": 2, "max_concurrent_trials": 1})
     outcome = run_sweep_in(tmp_path, sweep)
+    watching.set()
+    watcher.join()
     assert outcome.status == "FINISHED", outcome.table
     client = store(tmp_path)
     _, (child,) = runs(client)
     assert child.info.status == "FINISHED" and child.data.params["rollout.rollout_engine"] == "vllm"
     assert steps_of(client, child) == [1, 2]
     assert client.get_metric_history(child.info.run_id, "failed_trajectories")[-1].value == 0
-    deadline = time.monotonic() + 60
-    while vllm_pids() - before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not vllm_pids() - before, "the trial's vLLM engine outlived it"
+    assert engines, "the trial started no vLLM engine process"
+    assert wait_gone(engines.values()) == [], "the trial's vLLM engine outlived it"
 
 
 def test_sequential_trials_share_a_pool_that_outlives_the_first_trial(tmp_path, ray_cluster):
@@ -159,9 +164,9 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 600) -> li
     raise AssertionError(f"never printed {text!r}; got:\n{''.join(lines)}\n{proc.stderr.read()[-3000:]}")
 
 
-def trial_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::GRPO" in line]
+def trial_pids(sweep: subprocess.Popen) -> list[int]:
+    """The sweep's trial processes (its own: other test workers may run sweeps too)."""
+    return [proc.pid for proc in descendants(sweep.pid, "ray::GRPO")]
 
 
 def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path):
@@ -169,7 +174,7 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path):
                         {"stop": {"steps": 4}, "checkpoint_every": 1, "max_failures": 1})
     proc = cli_sweep(sweep, tmp_path)
     wait_for_line(proc, "step 2/4")
-    pids = trial_pids()
+    pids = trial_pids(proc)
     assert pids, "no trial process found"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
