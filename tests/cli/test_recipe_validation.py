@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_BASE_MODEL
 from torl_rllib.recipe import RecipeError, load_recipe
 
 RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
@@ -24,8 +24,9 @@ def problems(*overrides) -> list[str]:
 def test_shipped_recipes_are_valid():
     for path in (REPO / "experiments").glob("tiny_cpu*.yaml"):
         assert load_recipe(path).name
-    for path in (REPO / "experiments").glob("qwen*.yaml"):  # GPU recipes: the dataset is the user's
-        config = load_recipe(path, [f"data.train={RECIPE}"]).build_config()
+    for path in (REPO / "experiments").glob("qwen*.yaml"):  # GPU recipes: the dataset is the user's,
+        # and the hub model is swapped for a local one (this machine cannot download it)
+        config = load_recipe(path, [f"data.train={RECIPE}", f"model.path={TINY_BASE_MODEL}"]).build_config()
         assert not config.problems() and config.colocate and config.learner_strategy == "fsdp", path
 
 
