@@ -134,6 +134,7 @@ def test_cli_exits_2_with_the_problems_and_no_traceback():
     assert "did you mean 'lr'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a CLI subprocess and the Hub client's start-up: ~12 s
 def test_a_hub_model_that_cannot_be_loaded_is_a_problem_not_a_traceback():
     """A hub id neither cached nor downloadable (offline here, as on an air-gapped cluster)."""
     proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "check", str(RECIPE), "model.path=Qwen/No-Such-Model"],

@@ -157,6 +157,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[list, str]]:
     ], empty
 
 
+@pytest.mark.slow  # ~45 s: a CLI subprocess per bad input
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path):
     cases, empty = bad_inputs(tmp_path)
     for args, message in cases:
