@@ -37,6 +37,7 @@ files.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -341,9 +342,12 @@ def validate_sections(data: dict) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=None)
 def hub_model_problem(model_id: str) -> str | None:
     """Why a hub id cannot be loaded (None: its config and tokenizer are cached or downloadable):
-    a run needs both before it starts, so ``check`` says so instead of the run's traceback."""
+    a run needs both before it starts, so ``check`` says so instead of the run's traceback. Asked
+    once per process (a sweep validates its recipe once per searched value; offline, the Hub
+    client retries for ~40 s)."""
     from transformers import AutoConfig, AutoTokenizer
 
     try:
