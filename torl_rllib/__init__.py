@@ -7,7 +7,7 @@ names:
 
 1. ``utils``: Ray start-up, CPU counts, FSDP tensor helpers, checkpoint manifests, shipped assets.
 2. ``core``: what the rollout and the algorithm sides share (episode columns, advantages,
-   the sharded Learner base).
+   the keys an update's ``timesteps`` carry, the sharded Learner base).
 3. ``tasks``: datasets, prompt templates, answer extraction, grading, rewards.
 4. ``modules``: the causal-LM ``RLModule``.
 5. ``rollout``: engines, the tool loop, the ``ToolEnvRunner``, per-step rollout metrics.
@@ -15,8 +15,8 @@ names:
 7. ``tracking``: MLflow (tracker, RLlib callback, traces, plots).
 8. ``export``: a checkpoint's policy as a Hugging Face model folder.
 9. ``execution``: what a step is made of (cluster and sandbox set-up, failure-tolerant sampling
-   and EnvRunner restore, versioned weight sync, atomic checkpointing, run health), as RLlib's
-   ``execution``.
+   and EnvRunner restore, the update on the LearnerGroup, versioned weight sync, atomic
+   checkpointing, run health), as RLlib's ``execution``.
 10. ``algorithms``: GRPO (its config, the one table of recipe keys, the algorithm, learners).
 11. ``recipe``, ``evaluation_recipe``: YAML recipes into configs.
 12. ``train``, ``evaluate``, ``sweep``: the drivers.

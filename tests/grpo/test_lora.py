@@ -12,7 +12,8 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from transformers import AutoModelForCausalLM
 
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, REF_KL_KEY
+from torl_rllib.algorithms.grpo.grpo_learner import REF_KL_KEY
+from torl_rllib.core.learner.timesteps import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_LOGPROBS
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.env_runner import placeholder_spaces

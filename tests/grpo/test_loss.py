@@ -12,7 +12,7 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
+from torl_rllib.core.learner.timesteps import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
 from torl_rllib.algorithms.grpo.torch.grpo_torch_learner import LOSS_AGG_MODES, aggregate_loss
 from torl_rllib.modules.causal_lm_module import REF_LOGPROBS, TOKEN_ENTROPY, TOKEN_LOGPROBS
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
+from torl_rllib.core.learner.timesteps import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES
 from torl_rllib.rollout.engine import SamplingParams
 from torl_rllib.rollout.hf_engine import HFEngine
 from torl_rllib.rollout.tool_loop import Trajectory

@@ -10,8 +10,8 @@ in ``config_checks``.
 
 ``GRPO.training_step``: sample whole groups on every EnvRunner → mini-batch updates on the
 LearnerGroup → blocking weight broadcast to every EnvRunner (versioned). The jobs a step is
-made of (cluster set-up, failure-tolerant sampling, the weight sync, atomic checkpoints) live in
-``torl_rllib.execution``, as RLlib's do in ``ray.rllib.execution``.
+made of (cluster set-up, failure-tolerant sampling, the update, the weight sync, atomic
+checkpoints) live in ``torl_rllib.execution``, as RLlib's do in ``ray.rllib.execution``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -30,7 +29,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
-    ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
+    ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS,
 )
 from ray.exceptions import RayActorError
 from ray.tune.result import TRIAL_INFO
@@ -40,10 +39,9 @@ from torl_rllib.algorithms.grpo.config_keys import (
     RENAMED_TRAINING_KEYS, UNUSED_RLLIB_TRAINING_KEYS, recipe_of, refused_training_key,
 )
 from torl_rllib.algorithms.grpo.evaluation import grpo_evaluation_function
-from torl_rllib.algorithms.grpo.grpo_learner import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, UPDATE_START
 from torl_rllib.algorithms.grpo.learner_connector import GRPOLearnerConnector
 from torl_rllib.algorithms.grpo.prompt_iterator import PromptIterator
-from torl_rllib.core.columns import LOSS_MASK, WEIGHTS_VERSION
+from torl_rllib.core.columns import WEIGHTS_VERSION
 from torl_rllib.execution import rollout_ops
 from torl_rllib.execution.checkpointing import check_restorable, gather_sharded_learner_state, save_atomically
 from torl_rllib.execution.cluster import check_schedulable, limit_trial_threads, start_sandbox_pools
@@ -53,6 +51,7 @@ from torl_rllib.execution.faults import (
 )
 from torl_rllib.execution.rollout_ahead import RolloutAhead
 from torl_rllib.execution.run_health import FailingStreak
+from torl_rllib.execution.train_ops import train_on_episodes
 from torl_rllib.execution.weight_sync import policy_weights, sync_weights_to
 from torl_rllib.modules.causal_lm_module import DTYPES
 from torl_rllib.rollout.failures import SANDBOX_FAILED
@@ -524,7 +523,7 @@ class GRPO(Algorithm):
                 if self.config.colocate:  # the engines give their GPU memory to the Learners
                     self.env_runner_group.foreach_env_runner(lambda runner: runner.sleep_engine())
                 with self.metrics.log_time((TIMERS, TIMER_LEARN), reduce="mean", window=1):
-                    self._learn(episodes)
+                    train_on_episodes(self, episodes)
                 self._weights_version += 1
                 if not self.config.max_staleness:
                     with self.metrics.log_time((TIMERS, TIMER_SYNC), reduce="mean", window=1):
@@ -576,29 +575,6 @@ class GRPO(Algorithm):
 
     def _restore_env_runners(self, env_runner_group, weights: tuple | None = None) -> list[int]:
         return rollout_ops.restore_env_runners(self, env_runner_group, weights)
-
-    def _learn(self, episodes: list) -> None:
-        rng = np.random.default_rng([self.config.seed or 0, self.iteration])
-        first = True
-        for _ in range(self.config.num_epochs):
-            order = rng.permutation(len(episodes))
-            for idx in np.array_split(order, self.config.minibatches_per_step):
-                if len(idx) == 0:
-                    continue
-                minibatch = [episodes[i] for i in idx]
-                results = self.learner_group.update(
-                    episodes=minibatch,
-                    timesteps={
-                        NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                            (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0),
-                        GLOBAL_LOSS_TOKENS: float(sum(
-                            ep.get_extra_model_outputs(LOSS_MASK, 0).sum() for ep in minibatch)),
-                        GLOBAL_SEQUENCES: float(len(minibatch)),
-                        UPDATE_START: float(first),
-                    },
-                )
-                first = False
-                self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
     def _sync_weights(self) -> tuple:
         """Blocking broadcast of the learner's weights to every (training) EnvRunner."""

@@ -14,10 +14,8 @@ from typing import Any
 from ray.rllib.core.learner.learner import Learner
 from ray.rllib.utils.annotations import override
 
-# Keys the driver adds to ``timesteps`` for every mini-batch update.
-GLOBAL_LOSS_TOKENS = "grpo_global_loss_tokens"
-GLOBAL_SEQUENCES = "grpo_global_sequences"
-UPDATE_START = "grpo_update_start"  # 1.0 for the step's first mini-batch: no optimizer step yet
+from torl_rllib.core.learner.timesteps import GLOBAL_LOSS_TOKENS, GLOBAL_SEQUENCES, UPDATE_START
+
 
 # How the per-token loss is reduced to a scalar (see GRPOTorchLearner / aggregate_loss).
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
