@@ -3,7 +3,12 @@ dataset, and a real Ray cluster shared by the whole session."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,45 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE_MODEL = REPO / "assets" / "tiny-math-base"
 TINY_TRAIN_DATA = REPO / "assets" / "data" / "tiny_arithmetic_train.jsonl"
+RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
+# The demo recipe cut to seconds per step: tracking with a trajectory table every step, a
+# checkpoint after every step, a held-out evaluation (8 problems) every second step.
+SHORT = ["training.prompts_per_step=2", "training.group_size=4",
+         "tracking.trajectories_every=1", "run.checkpoint_every=1",
+         "evaluation.interval=2", "evaluation.benchmarks=[{tiny_test: {max_problems: 8}}]"]
+
+
+def run_cli(*args, cwd: Path | None = None) -> tuple[int, str, str]:
+    """``torl-rllib ARGS`` run in this process from ``cwd``, through ``torl_rllib.cli.main`` (what
+    the console script calls): for commands that refuse before any run starts, where a fresh
+    Python would cost ~5 s of CPU each. Returns (exit code, stdout, stderr); an exception that
+    escapes ``main`` (a would-be traceback) fails the test."""
+    from torl_rllib.cli import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd or previous)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(cwd, process) of one real 3-step ``torl-rllib train RECIPE SHORT`` through the CLI in a
+    subprocess, its MLflow store ``cwd/mlflow.db`` and its run directory ``cwd/run``. Shared by
+    the CLI tests and the damaged-checkpoint tests (a 3-step run costs ~40 s): they read it or
+    copy it, never change it."""
+    cwd = tmp_path_factory.mktemp("trained_run")
+    proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "run.steps=3",
+                           "--output-dir", str(cwd / "run")], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return cwd, proc
 
 
 @pytest.fixture(scope="session")

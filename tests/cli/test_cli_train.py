@@ -12,12 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-RECIPE = REPO / "experiments" / "tiny_cpu.yaml"
-SHORT = ["training.prompts_per_step=2", "training.group_size=4",
-         "tracking.trajectories_every=1", "run.checkpoint_every=2",
-         "evaluation.interval=2", "evaluation.benchmarks=[{tiny_test: {max_problems: 8}}]"]
+from tests.conftest import RECIPE, REPO, SHORT
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +22,10 @@ def cli(*args, cwd: Path, timeout=600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("cli")
-    proc = cli("train", RECIPE, *SHORT, "run.steps=3", "--output-dir", cwd / "run", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return cwd, proc
+@pytest.fixture
+def trained(trained_run):
+    """The session's 3-step CLI run (``tests/conftest.py``)."""
+    return trained_run
 
 
 def test_train_writes_summary_and_checkpoints(trained):

@@ -1,28 +1,28 @@
-"""``torl-rllib eval`` through the real CLI in subprocesses: the real tool loop, nsjail sandbox,
-grader and EnvRunners; only the model is replaced, where a test needs known answers, by an engine
-that answers the gold (``gold_engine.py``)."""
+"""``torl-rllib eval`` through the real CLI (``cli.main``, on the session's Ray cluster; the vLLM
+run in a subprocess of its own): the real tool loop, nsjail sandbox, grader and EnvRunners; only
+the model is replaced, where a test needs known answers, by an engine that answers the gold
+(``gold_engine.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY_BASE_MODEL
+from tests.conftest import REPO, TINY_BASE_MODEL, run_cli
 from tests.tasks.conftest import BENCHMARKS, benchmark_file
 
 EVAL_RECIPE = REPO / "experiments" / "eval" / "tiny_cpu.yaml"
 SHARED_FILES = ("aime24.jsonl", "amc23.jsonl", "math500.jsonl", "torl_test.parquet")
 
 
-def cli(*args, cwd: Path, env: dict | None = None, timeout=900) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """``torl-rllib eval ARGS`` in a subprocess."""
     return subprocess.run([sys.executable, "-m", "torl_rllib.cli", "eval", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+                          capture_output=True, text=True, timeout=900)
 
 
 def rows(out: Path) -> list[dict]:
@@ -31,14 +31,15 @@ def rows(out: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["GoldEngine", "WrongEngine"])
-def test_every_shared_benchmark_row_grades_through_the_harness(engine, tmp_path):
+def test_every_shared_benchmark_row_grades_through_the_harness(engine, tmp_path, ray_cluster, monkeypatch):
     files = [str(benchmark_file(name).resolve()) for name in SHARED_FILES]
     out = tmp_path / "out"
-    proc = cli(TINY_BASE_MODEL, "--benchmarks", ",".join(files), "--output-dir", out,
-               f"rollout.rollout_engine=tests.evaluation.gold_engine:{engine}",
-               "rollout.max_prompt_tokens=100000", "rollout.max_response_tokens=100000", "sandbox.jails=2",
-               cwd=tmp_path, env={"GOLD_ENGINE_FILES": json.dumps(files)})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    monkeypatch.setenv("GOLD_ENGINE_FILES", json.dumps(files))  # read by the engine, in this process
+    code, _, stderr = run_cli("eval", TINY_BASE_MODEL, "--benchmarks", ",".join(files), "--output-dir", out,
+                              f"rollout.rollout_engine=tests.evaluation.gold_engine:{engine}",
+                              "rollout.max_prompt_tokens=100000", "rollout.max_response_tokens=100000",
+                              "sandbox.jails=2", cwd=tmp_path)
+    assert code == 0, stderr[-4000:]
     report = json.loads((out / "eval.json").read_text())
     sizes = {name: int(m["problems"]) for name, m in report["benchmarks"].items()}
     assert sizes == {"aime24": 30, "amc23": 40, "math500": 500, "torl_test": 374}
@@ -53,18 +54,24 @@ def test_every_shared_benchmark_row_grades_through_the_harness(engine, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def greedy_runs(tmp_path_factory):
-    """The base model, greedy, on 48 tiny test problems: twice in-process, once on 2 EnvRunners."""
+def greedy_runs(tmp_path_factory, ray_cluster):
+    """The base model, greedy, on 48 tiny test problems: twice in the driver, once on 2
+    EnvRunners, once on the vLLM engine (in a fresh process: vLLM's engine core is a process
+    tree of its own, kept out of the test process)."""
     cwd = tmp_path_factory.mktemp("greedy")
     outs = {}
     for name, extra in (("a", []), ("b", []), ("two_runners", ["resources.num_env_runners=2",
                                                                "resources.num_cpus_per_env_runner=0.5"]),
                         ("vllm", ["rollout.rollout_engine=vllm"])):
         outs[name] = cwd / name
-        proc = cli(TINY_BASE_MODEL, "--config", EVAL_RECIPE, "max_problems=48", *extra, "--output-dir", outs[name],
-                   cwd=cwd)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        outs[f"{name}_stdout"] = proc.stdout
+        args = [TINY_BASE_MODEL, "--config", EVAL_RECIPE, "max_problems=48", *extra, "--output-dir", outs[name]]
+        if name == "vllm":
+            proc = cli(*args, cwd=cwd)
+            code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+        else:
+            code, stdout, stderr = run_cli("eval", *args, cwd=cwd)
+        assert code == 0, stderr[-4000:]
+        outs[f"{name}_stdout"] = stdout
     return cwd, outs
 
 
@@ -113,11 +120,11 @@ def test_eval_writes_table_report_and_mlflow_run(greedy_runs):
 
 
 @pytest.mark.slow
-def test_sampled_protocol_reports_avg_pass_and_maj(tmp_path):
+def test_sampled_protocol_reports_avg_pass_and_maj(tmp_path, ray_cluster):
     out = tmp_path / "out"
-    proc = cli(TINY_BASE_MODEL, "--config", EVAL_RECIPE, "--k", "4", "--temperature", "1.0", "max_problems=24",
-               "--output-dir", out, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    code, _, stderr = run_cli("eval", TINY_BASE_MODEL, "--config", EVAL_RECIPE, "--k", "4", "--temperature", "1.0",
+                              "max_problems=24", "--output-dir", out, cwd=tmp_path)
+    assert code == 0, stderr[-4000:]
     metrics = json.loads((out / "eval.json").read_text())["benchmarks"]["tiny_test"]
     assert len(rows(out)) == 96
     assert metrics["pass@1"] == pytest.approx(metrics["accuracy"])
@@ -127,18 +134,19 @@ def test_sampled_protocol_reports_avg_pass_and_maj(tmp_path):
 
 
 @pytest.mark.slow
-def test_unreadable_rows_are_counted_and_reported(tmp_path):
+def test_unreadable_rows_are_counted_and_reported(tmp_path, ray_cluster, monkeypatch, caplog):
     data = tmp_path / "mixed.jsonl"
     data.write_text('{"problem": "What is 2 * 3?", "answer": "6"}\n{broken\n{"problem": "What is 4 * 5?", "answer": 20.0}\n')
     out = tmp_path / "out"
-    proc = cli(TINY_BASE_MODEL, "--config", EVAL_RECIPE, "--benchmarks", data, "--output-dir", out,
-               "rollout.rollout_engine=tests.evaluation.gold_engine:GoldEngine", cwd=tmp_path,
-               env={"GOLD_ENGINE_FILES": json.dumps([str(data)])})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    monkeypatch.setenv("GOLD_ENGINE_FILES", json.dumps([str(data)]))
+    code, _, stderr = run_cli("eval", TINY_BASE_MODEL, "--config", EVAL_RECIPE, "--benchmarks", data,
+                              "--output-dir", out, "rollout.rollout_engine=tests.evaluation.gold_engine:GoldEngine",
+                              cwd=tmp_path)
+    assert code == 0, stderr[-4000:]
     metrics = json.loads((out / "eval.json").read_text())["benchmarks"]["mixed"]
     assert metrics["problems"] == 2 and metrics["accuracy"] == 1.0
     assert metrics["skipped_rows"] == 1 and "row 1: invalid JSON" in metrics["first_skipped"]
-    assert "skipped 1 unreadable rows" in proc.stderr
+    assert "skipped 1 unreadable rows" in caplog.text  # the console's warning (logging, in this process)
 
 
 def bad_inputs(tmp_path: Path) -> list[tuple[list, str]]:
@@ -157,12 +165,10 @@ def bad_inputs(tmp_path: Path) -> list[tuple[list, str]]:
     ], empty
 
 
-@pytest.mark.slow  # ~45 s: a CLI subprocess per bad input
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path):
     cases, empty = bad_inputs(tmp_path)
     for args, message in cases:
-        proc = cli(TINY_BASE_MODEL, "--benchmarks", "tiny_test", *args, cwd=tmp_path)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
-    proc = cli(empty, cwd=tmp_path)
-    assert proc.returncode == 2 and "neither a Hugging Face model directory" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
+        code, _, stderr = run_cli("eval", TINY_BASE_MODEL, "--benchmarks", "tiny_test", *args, cwd=tmp_path)
+        assert code == 2 and message in stderr, (args, stderr)
+    code, _, stderr = run_cli("eval", empty, cwd=tmp_path)
+    assert code == 2 and "neither a Hugging Face model directory" in stderr, stderr

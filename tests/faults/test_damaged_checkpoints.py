@@ -3,8 +3,8 @@ sha256) written inside its atomic save and verified before any restore. ``--resu
 falls back to the newest intact checkpoint, saying what it skipped; an explicit ``--resume
 PATH``, ``eval`` and ``export`` of a damaged checkpoint refuse in one line.
 
-One real run (3 steps, a checkpoint each) is trained per module; each test damages a ``cp -r``
-copy of it, one part at a time: module weights, optimizer state, algorithm state, RLlib's
+One real run (3 steps, a checkpoint each: the session's ``trained_run``) is shared; each test
+damages a ``cp -r`` copy of it, one part at a time: module weights, optimizer state, algorithm state, RLlib's
 metadata, the manifest itself. The first tests need no run (a hand-made checkpoint)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli_train import RECIPE
+from tests.conftest import RECIPE, SHORT, run_cli
 from torl_rllib.utils.checkpoint_manifest import MANIFEST_NAME, DamagedCheckpoint, verify_checkpoint, write_manifest
 from torl_rllib.train import truncate_metrics_log, complete_checkpoints, newest_intact_checkpoint
 
@@ -29,8 +29,6 @@ MODULE_WEIGHTS = "learner_group/learner/rl_module/default_policy/module_state.pk
 OPTIMIZER_STATE = "learner_group/learner/state.pkl"  # the Learner's state: its optimizer's
 ALGORITHM_STATE = "algorithm_state.pkl"
 METADATA = "rllib_checkpoint.json"
-FAST = ["training.prompts_per_step=2", "training.group_size=4", "run.checkpoint_every=1",
-        "evaluation.interval=0", "tracking.enabled=false", "run.export_final=false"]
 
 
 def truncate(path: Path) -> None:
@@ -151,14 +149,14 @@ def cli(*args, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """The run directory of a real 3-step run with a checkpoint after every step."""
-    cwd = tmp_path_factory.mktemp("damaged")
-    proc = cli("train", RECIPE, *FAST, "run.steps=3", "--output-dir", cwd / "run", cwd=cwd)
-    _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-4000:]
-    return cwd / "run"
+@pytest.fixture
+def trained(trained_run) -> Path:
+    """The run directory of the session's real 3-step run, with a checkpoint after every step."""
+    return trained_run[0] / "run"
+
+
+# What the resumed steps leave out, to save time: the held-out evaluation, MLflow and the export.
+QUICK_RESUME = ["evaluation.interval=0", "tracking.enabled=false", "run.export_final=false"]
 
 
 def copy_run(trained: Path, to: Path) -> Path:
@@ -194,8 +192,8 @@ def test_verify_and_the_algorithm_restore_name_the_damaged_part(trained, tmp_pat
         GRPO.restore_from_path(object(), str(ckpt))
 
 
-# The issue's case through every command; each other part through one of them (each is a
-# Python start, ~5 s of CPU, and a refusal before Ray starts).
+# The issue's case through every command; each other part through one of them (each a refusal
+# before Ray starts, so the CLI runs in this process).
 REFUSALS = [("module_weights", "train"), ("module_weights", "eval"), ("module_weights", "export"),
             ("optimizer_state", "train"), ("algorithm_state", "export"), ("metadata", "eval"),
             ("metadata_lost", "export"), ("manifest", "train")]
@@ -208,13 +206,12 @@ def test_explicit_resume_eval_and_export_refuse_in_one_line(trained, tmp_path, p
     ckpt = tmp_path / "ckpt"
     shutil.copytree(trained / "checkpoints" / "step_000003", ckpt)
     damage(ckpt / file)
-    args = {"train": ["train", RECIPE, *FAST, "run.steps=4", "--resume", ckpt, "--output-dir", tmp_path / "out"],
+    args = {"train": ["train", RECIPE, *SHORT, "run.steps=4", "--resume", ckpt, "--output-dir", tmp_path / "out"],
             "eval": ["eval", ckpt, "--output-dir", tmp_path / "out"],
             "export": ["export", ckpt, tmp_path / "out"]}[command]
-    proc = cli(*args, cwd=tmp_path)
-    _, stderr = proc.communicate(timeout=300)
+    code, _, stderr = run_cli(*args, cwd=tmp_path)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert code == 2 and len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith(f"error: damaged checkpoint {ckpt}: {file}: ") and expected in errors[0], errors
     assert not (tmp_path / "out").exists(), "it started anyway"
 
@@ -234,7 +231,8 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(trained, tmp_pat
     before = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in before] == [1, 2, 3]
 
-    proc = cli("train", RECIPE, *FAST, "run.steps=3", "--output-dir", run, "--resume", "auto", cwd=tmp_path)
+    proc = cli("train", RECIPE, *SHORT, *QUICK_RESUME, "run.steps=3", "--output-dir", run, "--resume", "auto",
+               cwd=tmp_path)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
     assert "Traceback" not in stderr, stderr[-4000:]
@@ -263,9 +261,9 @@ def test_resume_latest_with_every_checkpoint_damaged_refuses_in_one_line(trained
     run = copy_run(trained, tmp_path / "run")
     for ckpt in (run / "checkpoints").glob("step_*"):
         truncate(ckpt / MODULE_WEIGHTS)
-    proc = cli("train", RECIPE, *FAST, "run.steps=4", "--output-dir", run, "--resume", "latest", cwd=tmp_path)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    code, _, stderr = run_cli("train", RECIPE, *SHORT, "run.steps=4", "--output-dir", run, "--resume", "latest",
+                              cwd=tmp_path)
+    assert code == 2, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.startswith(("warning:", "error:"))]
     assert [line.split(":")[0] for line in lines] == ["warning"] * 3 + ["error"], stderr
     assert lines[-1] == f"error: --resume latest: no intact checkpoint in {run / 'checkpoints'} (3 damaged, above)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli_train import RECIPE, SHORT
+from tests.conftest import RECIPE, SHORT, run_cli
 from tests.faults.conftest import descendants, wait_gone
 
 pytestmark = pytest.mark.slow
@@ -103,9 +103,8 @@ def test_resume_latest_after_a_kill_loses_and_duplicates_nothing(tmp_path):
 
 
 def test_resume_latest_without_a_checkpoint_is_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), "--output-dir",
-                           str(tmp_path / "none"), "--resume", "latest"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 2 and "no complete checkpoint in" in done.stderr and "Traceback" not in done.stderr
+    code, _, stderr = run_cli("train", RECIPE, "--output-dir", tmp_path / "none", "--resume", "latest", cwd=tmp_path)
+    assert code == 2 and "no complete checkpoint in" in stderr
 
 
 @pytest.fixture

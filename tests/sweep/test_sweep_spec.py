@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_BASE_MODEL
+from tests.conftest import REPO, TINY_BASE_MODEL, run_cli
 from torl_rllib.algorithms.grpo import GRPOConfig
 from torl_rllib.recipe import RecipeError, load_recipe
 from torl_rllib.sweep import load_sweep
@@ -134,13 +132,10 @@ def test_recipe_keys_map_to_the_config_dict_that_tune_hands_each_trial():
 
 
 def test_cli_exit_code_2_before_ray_starts():
-    proc = subprocess.run(
-        [sys.executable, "-m", "torl_rllib.cli", "sweep", str(SWEEP), "tune.mode=maximize"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "tune.mode: must be 'max' or 'min', got 'maximize'" in proc.stderr
-    assert "ray" not in proc.stdout.lower()
+    code, stdout, stderr = run_cli("sweep", SWEEP, "tune.mode=maximize")
+    assert code == 2
+    assert "tune.mode: must be 'max' or 'min', got 'maximize'" in stderr
+    assert "ray" not in stdout.lower()
 
 
 def test_param_space_puts_domains_at_the_config_keys_and_points_trials_at_the_parent_run():
