@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -24,6 +25,9 @@ TINY_MODEL = ASSETS / "tiny-math-base"
 TINY_TRAIN_DATA = ASSETS / "data" / "tiny_arithmetic_train.jsonl"
 EXPERIMENTS = REPO / "experiments"
 SHARED = REPO.parent / "shared"  # the shared data sets (benchmarks/math500.jsonl, ...)
+# ``--json`` prints one JSON object on stdout; vLLM logs to stdout unless told otherwise (its
+# engine core processes inherit this), so its lines go to stderr with the rest of the noise.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 def parser(doc: str, *, json_flag: bool = True, **kwargs) -> argparse.ArgumentParser:
