@@ -49,7 +49,8 @@ def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """(cwd, process) of one real 3-step ``torl-rllib train RECIPE SHORT`` through the CLI in a
     subprocess, its MLflow store ``cwd/mlflow.db`` and its run directory ``cwd/run``. Shared by
     the CLI tests and the damaged-checkpoint tests (a 3-step run costs ~40 s): they read it or
-    copy it, never change it."""
+    copy it. One writes to it: ``test_resume_continues_from_the_checkpoint`` continues its MLflow
+    run (which is the point), after the other CLI tests have read that run."""
     cwd = tmp_path_factory.mktemp("trained_run")
     proc = subprocess.run([sys.executable, "-m", "torl_rllib.cli", "train", str(RECIPE), *SHORT, "run.steps=3",
                            "--output-dir", str(cwd / "run")], cwd=cwd, capture_output=True, text=True, timeout=600)
